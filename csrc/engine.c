@@ -1,0 +1,242 @@
+/* The engine: run-time SIMD dispatch, chunking, threads. No per-element math here. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#define FASTOPT_X86 1
+#if defined(_MSC_VER)
+#include <immintrin.h>
+#include <intrin.h>
+#else
+#include <cpuid.h>
+#endif
+#endif
+
+/* ---- CPU features ------------------------------------------------------------------------- */
+
+#ifdef FASTOPT_X86
+static void cpuid_count(unsigned leaf, unsigned subleaf, unsigned regs[4])
+{
+#if defined(_MSC_VER)
+    int r[4];
+    __cpuidex(r, (int)leaf, (int)subleaf);
+    for (int i = 0; i < 4; ++i)
+        regs[i] = (unsigned)r[i];
+#else
+    if (!__get_cpuid_count(leaf, subleaf, &regs[0], &regs[1], &regs[2], &regs[3]))
+        regs[0] = regs[1] = regs[2] = regs[3] = 0;
+#endif
+}
+
+/* Which register states the OS saves on a context switch (XCR0). Only called after CPUID said
+ * OSXSAVE, so the instruction exists. Written as bytes so the baseline unit needs no -mxsave. */
+static uint64_t read_xcr0(void)
+{
+#if defined(_MSC_VER)
+    return _xgetbv(0);
+#else
+    uint32_t eax, edx;
+    __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((uint64_t)edx << 32) | eax;
+#endif
+}
+
+static int cpu_has(int simd)
+{
+    unsigned leaf0[4], leaf1[4], leaf7[4];
+    cpuid_count(0, 0, leaf0);
+    if (leaf0[0] < 7)
+        return 0;
+    cpuid_count(1, 0, leaf1);
+    cpuid_count(7, 0, leaf7);
+    const int osxsave = (leaf1[2] >> 27) & 1, avx = (leaf1[2] >> 28) & 1;
+    if (!osxsave || !avx)
+        return 0;
+    const uint64_t xcr0 = read_xcr0();
+    const int os_ymm = (xcr0 & 0x6) == 0x6;     /* SSE and AVX state */
+    const int os_zmm = (xcr0 & 0xe6) == 0xe6;   /* plus opmask and both ZMM halves */
+    const int avx2 = (leaf7[1] >> 5) & 1;
+    const int avx512f = (leaf7[1] >> 16) & 1;
+    if (simd == FASTOPT_SIMD_AVX2)
+        return os_ymm && avx2;
+    if (simd == FASTOPT_SIMD_AVX512)
+        return os_ymm && os_zmm && avx2 && avx512f;
+    return 0;
+}
+#else
+static int cpu_has(int simd)
+{
+    (void)simd;
+    return 0;
+}
+#endif
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+static const fastopt_loop_fn (*const loop_tables[FASTOPT_NUM_SIMD])[FASTOPT_NUM_DTYPES] = {
+    fastopt_loops_baseline,
+#ifdef FASTOPT_HAVE_AVX2
+    fastopt_loops_avx2,
+#else
+    NULL,
+#endif
+#ifdef FASTOPT_HAVE_AVX512
+    fastopt_loops_avx512,
+#else
+    NULL,
+#endif
+};
+
+static const char *const simd_names[FASTOPT_NUM_SIMD] = {"baseline", "avx2", "avx512"};
+
+static int active_simd = -1; /* chosen lazily on first use, or by fastopt_simd_select() */
+
+int fastopt_simd_compiled(int simd)
+{
+    return simd >= 0 && simd < FASTOPT_NUM_SIMD && loop_tables[simd] != NULL;
+}
+
+int fastopt_simd_supported(int simd)
+{
+    if (!fastopt_simd_compiled(simd))
+        return 0;
+    return simd == FASTOPT_SIMD_BASELINE || cpu_has(simd);
+}
+
+int fastopt_simd_best(void)
+{
+    for (int simd = FASTOPT_NUM_SIMD - 1; simd > 0; --simd)
+        if (fastopt_simd_supported(simd))
+            return simd;
+    return FASTOPT_SIMD_BASELINE;
+}
+
+int fastopt_simd_active(void)
+{
+    if (active_simd < 0)
+        active_simd = fastopt_simd_best();
+    return active_simd;
+}
+
+int fastopt_simd_select(int simd)
+{
+    if (!fastopt_simd_supported(simd))
+        return -1;
+    active_simd = simd;
+    return 0;
+}
+
+const char *fastopt_simd_name(int simd)
+{
+    return (simd >= 0 && simd < FASTOPT_NUM_SIMD) ? simd_names[simd] : "unknown";
+}
+
+/* ---- threads ------------------------------------------------------------------------------ */
+
+static int num_threads = 0;              /* 0: not yet read from OpenMP */
+/* Below this many elements in one update() the whole step runs on the calling thread: waking
+ * the other threads costs more than it saves. Measured with `fastopt bench` on the 2-core
+ * machine; see README. */
+static int64_t parallel_threshold = 65536;
+
+int fastopt_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fastopt_get_num_threads(void)
+{
+    if (num_threads <= 0) {
+#ifdef _OPENMP
+        num_threads = omp_get_max_threads(); /* honours OMP_NUM_THREADS */
+#else
+        num_threads = 1;
+#endif
+    }
+    return num_threads;
+}
+
+void fastopt_set_num_threads(int n)
+{
+    num_threads = n < 1 ? 1 : n;
+}
+
+int64_t fastopt_get_parallel_threshold(void)
+{
+    return parallel_threshold;
+}
+
+void fastopt_set_parallel_threshold(int64_t elements)
+{
+    parallel_threshold = elements < 0 ? 0 : elements;
+}
+
+/* ---- chunks and the step ------------------------------------------------------------------ */
+
+int64_t fastopt_count_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements)
+{
+    int64_t count = 0;
+    for (int64_t t = 0; t < n_tensors; ++t)
+        count += (sizes[t] + chunk_elements - 1) / chunk_elements;
+    return count;
+}
+
+int64_t fastopt_make_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements,
+                            fastopt_chunk *out)
+{
+    int64_t count = 0;
+    for (int64_t t = 0; t < n_tensors; ++t) {
+        for (int64_t offset = 0; offset < sizes[t]; offset += chunk_elements) {
+            const int64_t rest = sizes[t] - offset;
+            out[count].tensor = t;
+            out[count].offset = offset;
+            out[count].length = rest < chunk_elements ? rest : chunk_elements;
+            ++count;
+        }
+    }
+    return count;
+}
+
+static void run_chunk(const fastopt_loop_fn *loops, const fastopt_plan *plan,
+                      const fastopt_chunk *chunk, const double *coefficients)
+{
+    const int64_t t = chunk->tensor;
+    const int dtype = plan->dtype[t];
+    const fastopt_loop_fn loop = loops[dtype];
+    const size_t itemsize = dtype == FASTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
+    const size_t offset = (size_t)chunk->offset * itemsize;
+    char *state0 = plan->state0 ? (char *)plan->state0[t] : NULL;
+    char *state1 = plan->state1 ? (char *)plan->state1[t] : NULL;
+    loop(chunk->length, (char *)plan->param[t] + offset, (const char *)plan->grad[t] + offset,
+         state0 ? state0 + offset : NULL, state1 ? state1 + offset : NULL, coefficients);
+}
+
+void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficients)
+{
+    const fastopt_loop_fn *loops = loop_tables[fastopt_simd_active()][kernel];
+    const int64_t n_chunks = plan->n_chunks;
+    const int threads = fastopt_get_num_threads();
+#ifdef _OPENMP
+    if (threads > 1 && n_chunks > 1 && plan->total_elements >= parallel_threshold) {
+        /* One parallel region per step; static schedule gives each thread one contiguous
+         * stretch of chunks (and so of memory). Elements are independent, so the result does
+         * not depend on how they are split. */
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t c = 0; c < n_chunks; ++c)
+            run_chunk(loops, plan, &plan->chunks[c], coefficients);
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < n_chunks; ++c)
+        run_chunk(loops, plan, &plan->chunks[c], coefficients);
+}

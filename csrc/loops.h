@@ -1,0 +1,95 @@
+/* The loops over arrays, generic over kernels and dtypes.
+ *
+ * Each SIMD unit (loops_baseline.c, loops_avx2.c, loops_avx512.c) defines FASTOPT_LOOP_TABLE and
+ * includes this file; the unit is compiled with its own target flags, so the same C text becomes
+ * baseline, AVX2 or AVX-512 machine code. The vectoriser only widens independent per-element
+ * operations (no reductions, no reassociation, no contraction), so every path computes the same
+ * bits as the scalar code and as NumPy.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#ifndef FASTOPT_LOOP_TABLE
+#error "define FASTOPT_LOOP_TABLE before including loops.h"
+#endif
+
+#if defined(_MSC_VER)
+#define FO_RESTRICT __restrict
+#else
+#define FO_RESTRICT restrict
+#endif
+
+#define REAL float
+#define FO_NAME(name) name##_f32
+#define FO_SQRT sqrtf
+#include "elementwise.h"
+#undef REAL
+#undef FO_NAME
+#undef FO_SQRT
+
+#define REAL double
+#define FO_NAME(name) name##_f64
+#define FO_SQRT sqrt
+#include "elementwise.h"
+#undef REAL
+#undef FO_NAME
+#undef FO_SQRT
+
+/* One loop per (kernel, dtype), by number of state arrays. The coefficients are copied into a
+ * local so the compiler knows no store through p/s0/s1 can change them. */
+#define FO_LOAD_COEFFICIENTS(REAL, SFX)                                \
+    coefficients_##SFX k;                                              \
+    for (int j = 0; j < FASTOPT_MAX_COEFFICIENTS; ++j) {               \
+        k.c[j] = (REAL)coefficients[j];                                \
+        k.d[j] = coefficients[j];                                      \
+    }
+
+#define FO_DEFINE_LOOP_0(name, REAL, SFX)                                                       \
+    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
+                                  void *state1, const double *coefficients)                   \
+    {                                                                                         \
+        REAL *FO_RESTRICT p = (REAL *)param;                                                  \
+        const REAL *FO_RESTRICT g = (const REAL *)grad;                                       \
+        (void)state0;                                                                         \
+        (void)state1;                                                                         \
+        FO_LOAD_COEFFICIENTS(REAL, SFX)                                                       \
+        for (int64_t i = 0; i < n; ++i)                                                       \
+            name##_element_##SFX(&k, g[i], &p[i]);                                            \
+    }
+
+#define FO_DEFINE_LOOP_1(name, REAL, SFX)                                                       \
+    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
+                                  void *state1, const double *coefficients)                   \
+    {                                                                                         \
+        REAL *FO_RESTRICT p = (REAL *)param;                                                  \
+        const REAL *FO_RESTRICT g = (const REAL *)grad;                                       \
+        REAL *FO_RESTRICT s0 = (REAL *)state0;                                                \
+        (void)state1;                                                                         \
+        FO_LOAD_COEFFICIENTS(REAL, SFX)                                                       \
+        for (int64_t i = 0; i < n; ++i)                                                       \
+            name##_element_##SFX(&k, g[i], &p[i], &s0[i]);                                    \
+    }
+
+#define FO_DEFINE_LOOP_2(name, REAL, SFX)                                                       \
+    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
+                                  void *state1, const double *coefficients)                   \
+    {                                                                                         \
+        REAL *FO_RESTRICT p = (REAL *)param;                                                  \
+        const REAL *FO_RESTRICT g = (const REAL *)grad;                                       \
+        REAL *FO_RESTRICT s0 = (REAL *)state0;                                                \
+        REAL *FO_RESTRICT s1 = (REAL *)state1;                                                \
+        FO_LOAD_COEFFICIENTS(REAL, SFX)                                                       \
+        for (int64_t i = 0; i < n; ++i)                                                       \
+            name##_element_##SFX(&k, g[i], &p[i], &s0[i], &s1[i]);                            \
+    }
+
+#define FO_DEFINE_LOOPS(name, n_states)            \
+    FO_DEFINE_LOOP_##n_states(name, float, f32)    \
+    FO_DEFINE_LOOP_##n_states(name, double, f64)
+FASTOPT_FOR_EACH_KERNEL(FO_DEFINE_LOOPS)
+
+#define FO_TABLE_ROW(name, n_states) {name##_loop_f32, name##_loop_f64},
+const fastopt_loop_fn FASTOPT_LOOP_TABLE[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
+    FASTOPT_FOR_EACH_KERNEL(FO_TABLE_ROW)};

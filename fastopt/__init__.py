@@ -1,0 +1,83 @@
+"""fastopt: the classic dict-based NumPy optimizers as fused, multi-threaded SIMD C kernels.
+
+    from fastopt import Adam
+    opt = Adam(lr=0.001)
+    opt.update(params, grads)   # params: dict of float32/float64 arrays, updated in place
+
+Results are bit for bit those of fastopt.reference (the seeds' NumPy classes).
+"""
+import os as _os
+
+from ._version import __version__
+from . import _kernels
+from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop
+
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Optimizer",
+           "build_info", "set_num_threads", "get_num_threads", "set_simd", "get_simd",
+           "available_simd", "__version__"]
+
+
+def available_simd():
+    """The SIMD paths this build contains and this CPU can run, e.g. ["baseline", "avx2"]."""
+    return _kernels.simd_supported()
+
+
+def get_simd():
+    """The SIMD path in use: "baseline", "avx2" or "avx512"."""
+    return _kernels.simd_active()
+
+
+def set_simd(name):
+    """Use the named SIMD path from now on (every path gives the same bits; this is for testing
+    and measuring). ValueError if this build or CPU cannot run it."""
+    _kernels.simd_select(name)
+
+
+def get_num_threads():
+    """The number of threads a large update() uses (default: OpenMP's, i.e. OMP_NUM_THREADS
+    or the number of cores)."""
+    return _kernels.get_num_threads()
+
+
+def set_num_threads(n):
+    """Use n >= 1 threads for large updates. Results do not depend on n."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of threads must be an integer >= 1, got {n!r}")
+    if n > 1 and not _kernels.openmp_enabled():
+        raise ValueError("this fastopt build has no OpenMP; only 1 thread is available")
+    _kernels.set_num_threads(n)
+
+
+def build_info():
+    """How this fastopt was built and what it runs on: a dict with version, compiler, flags,
+    simd (the path in use), simd_compiled, simd_available, openmp, threads and
+    parallel_threshold (elements per update() below which one thread is used)."""
+    try:
+        from . import _build_config as config
+        compiler, flags = config.compiler, list(config.flags)
+    except ImportError:  # built by something other than setup.py
+        compiler, flags = "unknown", []
+    return {
+        "version": __version__,
+        "compiler": compiler,
+        "flags": flags,
+        "simd": _kernels.simd_active(),
+        "simd_compiled": _kernels.simd_compiled(),
+        "simd_available": _kernels.simd_supported(),
+        "openmp": _kernels.openmp_enabled(),
+        "threads": _kernels.get_num_threads(),
+        "parallel_threshold": _kernels.get_parallel_threshold(),
+    }
+
+
+def _select_simd_from_environment():
+    name = _os.environ.get("FASTOPT_SIMD", "").strip().lower()
+    if not name:
+        return
+    try:
+        _kernels.simd_select(name)
+    except ValueError as error:
+        raise ImportError(f"FASTOPT_SIMD={name}: {error}") from None
+
+
+_select_simd_from_environment()

@@ -1,0 +1,472 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Cython layer: turns a validated plan into pointer and length arrays once, re-binds the
+per-step arrays (gradients) cheaply, and calls C with the GIL released. No math here.
+
+A Plan is built by fastopt.optimizers after full validation. Plan.step() accepts a call only
+when everything it does not re-check is exactly as it was when the plan was validated (same
+parameter objects, data pointers, shapes, strides, dtypes, writeability; gradients of the right
+type, dtype and shape that overlap nothing the kernel writes). Anything else makes it return
+False without touching memory, and the Python layer revalidates and raises or rebuilds.
+"""
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport int64_t, uintptr_t
+from libc.string cimport memset
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "fastopt.h" nogil:
+    enum:
+        FASTOPT_KERNEL_sgd
+        FASTOPT_KERNEL_momentum
+        FASTOPT_KERNEL_nesterov
+        FASTOPT_KERNEL_adagrad
+        FASTOPT_KERNEL_rmsprop
+        FASTOPT_KERNEL_adam
+        FASTOPT_KERNEL_traffic0
+        FASTOPT_KERNEL_traffic1
+        FASTOPT_KERNEL_traffic2
+        FASTOPT_NUM_KERNELS
+        FASTOPT_FLOAT32
+        FASTOPT_FLOAT64
+        FASTOPT_MAX_COEFFICIENTS
+        FASTOPT_NUM_SIMD
+
+    ctypedef struct fastopt_chunk:
+        int64_t tensor
+        int64_t offset
+        int64_t length
+
+    ctypedef struct fastopt_plan:
+        int64_t n_chunks
+        const fastopt_chunk *chunks
+        int64_t total_elements
+        const int *dtype
+        void **param
+        const void **grad
+        void **state0
+        void **state1
+
+    int64_t fastopt_count_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements)
+    int64_t fastopt_make_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements,
+                                fastopt_chunk *out)
+    void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficients)
+    int fastopt_simd_compiled(int simd)
+    int fastopt_simd_supported(int simd)
+    int fastopt_simd_best()
+    int fastopt_simd_active()
+    int fastopt_simd_select(int simd)
+    const char *fastopt_simd_name(int simd)
+    int fastopt_openmp_enabled()
+    int fastopt_get_num_threads()
+    void fastopt_set_num_threads(int n)
+    int64_t fastopt_get_parallel_threshold()
+    void fastopt_set_parallel_threshold(int64_t elements)
+
+
+# name -> (kernel id, number of state arrays)
+KERNELS = {
+    "sgd": (FASTOPT_KERNEL_sgd, 0),
+    "momentum": (FASTOPT_KERNEL_momentum, 1),
+    "nesterov": (FASTOPT_KERNEL_nesterov, 1),
+    "adagrad": (FASTOPT_KERNEL_adagrad, 1),
+    "rmsprop": (FASTOPT_KERNEL_rmsprop, 1),
+    "adam": (FASTOPT_KERNEL_adam, 2),
+    "traffic0": (FASTOPT_KERNEL_traffic0, 0),
+    "traffic1": (FASTOPT_KERNEL_traffic1, 1),
+    "traffic2": (FASTOPT_KERNEL_traffic2, 2),
+}
+
+# Elements per unit of work for a thread: 128 KiB of float32 per array, small enough to balance
+# two threads on a 1M-element step, large enough that the per-chunk call is noise.
+CHUNK_ELEMENTS = 32768
+
+
+# ---- SIMD and threads --------------------------------------------------------------------------
+
+def simd_names():
+    """Every SIMD path fastopt knows, in order of preference (lowest first)."""
+    return [fastopt_simd_name(i).decode() for i in range(FASTOPT_NUM_SIMD)]
+
+
+def simd_compiled():
+    """The SIMD paths this build contains."""
+    return [fastopt_simd_name(i).decode() for i in range(FASTOPT_NUM_SIMD)
+            if fastopt_simd_compiled(i)]
+
+
+def simd_supported():
+    """The SIMD paths this build contains and this CPU can run."""
+    return [fastopt_simd_name(i).decode() for i in range(FASTOPT_NUM_SIMD)
+            if fastopt_simd_supported(i)]
+
+
+def simd_best():
+    return fastopt_simd_name(fastopt_simd_best()).decode()
+
+
+def simd_active():
+    return fastopt_simd_name(fastopt_simd_active()).decode()
+
+
+def simd_select(str name):
+    """Use the named SIMD path from now on; ValueError if this CPU or build cannot."""
+    names = simd_names()
+    if name not in names:
+        raise ValueError(f"unknown SIMD path {name!r}; known paths: {', '.join(names)}")
+    if fastopt_simd_select(names.index(name)) != 0:
+        raise ValueError(f"SIMD path {name!r} is not available here; available: "
+                         f"{', '.join(simd_supported())}")
+
+
+def openmp_enabled():
+    return bool(fastopt_openmp_enabled())
+
+
+def get_num_threads():
+    return fastopt_get_num_threads()
+
+
+def set_num_threads(int n):
+    fastopt_set_num_threads(n)
+
+
+def get_parallel_threshold():
+    return fastopt_get_parallel_threshold()
+
+
+def set_parallel_threshold(int64_t elements):
+    fastopt_set_parallel_threshold(elements)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+cdef inline bint _is_contiguous(cnp.ndarray a, bint fortran):
+    if fortran:
+        return cnp.PyArray_IS_F_CONTIGUOUS(a)
+    return cnp.PyArray_IS_C_CONTIGUOUS(a)
+
+
+cdef inline bint _direct(cnp.ndarray a, bint fortran):
+    """Can the kernel use a's memory as it is (flat, aligned, native byte order)?"""
+    return (_is_contiguous(a, fortran) and cnp.PyArray_ISALIGNED(a)
+            and cnp.PyArray_ISNOTSWAPPED(a))
+
+
+cdef inline void _byte_range(cnp.ndarray a, uintptr_t *low, uintptr_t *high):
+    """[low, high): the bytes a can touch (its whole extent, for a strided view)."""
+    cdef uintptr_t start = <uintptr_t>cnp.PyArray_DATA(a)
+    cdef Py_ssize_t lo = 0, hi = 0, extent
+    cdef int d
+    for d in range(cnp.PyArray_NDIM(a)):
+        extent = (cnp.PyArray_DIM(a, d) - 1) * cnp.PyArray_STRIDE(a, d)
+        if extent < 0:
+            lo += extent
+        else:
+            hi += extent
+    low[0] = start + lo
+    high[0] = start + hi + <uintptr_t>cnp.PyArray_ITEMSIZE(a)
+
+
+cdef class Plan:
+    """Pointers for one optimizer over one set of parameter arrays.
+
+    kernel: a name from KERNELS. keys: the parameter names, in update order. params: the
+    caller's arrays (validated: float32/float64, writeable, no overlaps). states: per key, a
+    tuple of the optimizer's own state arrays (contiguous, C or Fortran order, same shape and
+    dtype as the parameter). The plan keeps every array alive while it exists.
+    """
+    cdef int kernel_id
+    cdef int n_states
+    cdef int *dtypes            # per tensor: FASTOPT_FLOAT32 or FASTOPT_FLOAT64
+    cdef int *typenums          # per tensor: the NumPy type number
+    cdef Py_ssize_t n
+    cdef readonly tuple keys
+    cdef readonly list params   # the caller's arrays, checked for identity every step
+    cdef list targets           # what the kernel writes for each param: itself or a staging buffer
+    cdef list staged            # indices of params updated through a staging buffer
+    cdef list states
+    cdef list orders            # per key: True for Fortran order
+    cdef list grad_refs         # the gradient arrays (or staged copies) of the current step
+    cdef void **param_ptr
+    cdef const void **grad_ptr
+    cdef void **state0_ptr
+    cdef void **state1_ptr
+    cdef void **param_data      # the caller's data pointers at validation time
+    cdef int *ndims             # and their shapes: ndims[i] dimensions at dims[dim_start[i]:]
+    cdef Py_ssize_t *dims
+    cdef Py_ssize_t *dim_start
+    cdef int64_t *sizes
+    cdef fastopt_chunk *chunks
+    cdef fastopt_plan plan
+    cdef uintptr_t *written_low  # sorted byte ranges of everything the kernel writes
+    cdef uintptr_t *written_high
+    cdef Py_ssize_t n_written
+    cdef bint busy
+
+    def __cinit__(self):
+        self.param_ptr = NULL
+        self.grad_ptr = NULL
+        self.state0_ptr = NULL
+        self.state1_ptr = NULL
+        self.param_data = NULL
+        self.dtypes = NULL
+        self.typenums = NULL
+        self.ndims = NULL
+        self.dims = NULL
+        self.dim_start = NULL
+        self.sizes = NULL
+        self.chunks = NULL
+        self.written_low = NULL
+        self.written_high = NULL
+        self.busy = False
+
+    def __dealloc__(self):
+        PyMem_Free(self.param_ptr)
+        PyMem_Free(self.grad_ptr)
+        PyMem_Free(self.state0_ptr)
+        PyMem_Free(self.state1_ptr)
+        PyMem_Free(self.param_data)
+        PyMem_Free(self.dtypes)
+        PyMem_Free(self.typenums)
+        PyMem_Free(self.ndims)
+        PyMem_Free(self.dims)
+        PyMem_Free(self.dim_start)
+        PyMem_Free(self.sizes)
+        PyMem_Free(self.chunks)
+        PyMem_Free(self.written_low)
+        PyMem_Free(self.written_high)
+
+    def __init__(self, str kernel, tuple keys, list params, list states):
+        cdef Py_ssize_t i, j, n = len(keys)
+        cdef cnp.ndarray p, s
+        cdef bint fortran
+        self.kernel_id, self.n_states = KERNELS[kernel]
+        self.n = n
+        self.keys = keys
+        self.params = list(params)
+        self.states = [tuple(group) for group in states]
+        self.targets = []
+        self.staged = []
+        self.orders = []
+        self.grad_refs = [None] * n
+
+        self.param_ptr = <void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
+        self.grad_ptr = <const void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
+        self.param_data = <void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
+        self.sizes = <int64_t *>PyMem_Malloc(max(n, 1) * sizeof(int64_t))
+        if self.n_states >= 1:
+            self.state0_ptr = <void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
+        if self.n_states >= 2:
+            self.state1_ptr = <void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
+        cdef Py_ssize_t total_dims = 0
+        for i in range(n):
+            total_dims += cnp.PyArray_NDIM(<cnp.ndarray>params[i])
+        self.ndims = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
+        self.dtypes = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
+        self.typenums = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
+        self.dim_start = <Py_ssize_t *>PyMem_Malloc(max(n, 1) * sizeof(Py_ssize_t))
+        self.dims = <Py_ssize_t *>PyMem_Malloc(max(total_dims, 1) * sizeof(Py_ssize_t))
+        if (self.ndims == NULL or self.dtypes == NULL or self.typenums == NULL or self.dim_start == NULL or self.dims == NULL
+                or self.param_ptr == NULL or self.grad_ptr == NULL or self.param_data == NULL
+                or self.sizes == NULL or (self.n_states >= 1 and self.state0_ptr == NULL)
+                or (self.n_states >= 2 and self.state1_ptr == NULL)):
+            raise MemoryError()
+
+        cdef Py_ssize_t next_dim = 0
+        for i in range(n):
+            p = params[i]
+            self.typenums[i] = cnp.PyArray_TYPE(p)
+            if self.typenums[i] == cnp.NPY_FLOAT32:
+                self.dtypes[i] = FASTOPT_FLOAT32
+            elif self.typenums[i] == cnp.NPY_FLOAT64:
+                self.dtypes[i] = FASTOPT_FLOAT64
+            else:
+                raise TypeError("fastopt kernels take float32 and float64 arrays")
+            self.ndims[i] = cnp.PyArray_NDIM(p)
+            self.dim_start[i] = next_dim
+            for j in range(self.ndims[i]):
+                self.dims[next_dim] = cnp.PyArray_DIM(p, j)
+                next_dim += 1
+            group = self.states[i]
+            if len(group) != self.n_states:
+                raise ValueError("wrong number of state arrays")
+            # The flat order is the state arrays' (they are ours and always contiguous); with no
+            # state, the parameter's own if it has one.
+            if self.n_states:
+                fortran = not cnp.PyArray_IS_C_CONTIGUOUS(group[0])
+            else:
+                fortran = (not cnp.PyArray_IS_C_CONTIGUOUS(p)) and cnp.PyArray_IS_F_CONTIGUOUS(p)
+            for j in range(self.n_states):
+                s = group[j]
+                if not _direct(s, fortran) or cnp.PyArray_TYPE(s) != self.typenums[i]:
+                    raise ValueError("state arrays must be contiguous, aligned and of the "
+                                     "parameter's dtype")
+            self.orders.append(fortran)
+            if _direct(p, fortran):
+                target = p
+            else:
+                array = <object>p
+                target = np.empty(array.shape, dtype=array.dtype, order="F" if fortran else "C")
+                self.staged.append(i)
+            self.targets.append(target)
+            self.param_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>target)
+            self.param_data[i] = cnp.PyArray_DATA(p)
+            self.sizes[i] = cnp.PyArray_SIZE(p)
+            if self.n_states >= 1:
+                self.state0_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>group[0])
+            if self.n_states >= 2:
+                self.state1_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>group[1])
+            self.grad_ptr[i] = NULL
+
+        cdef int64_t n_chunks = fastopt_count_chunks(n, self.sizes, CHUNK_ELEMENTS)
+        self.chunks = <fastopt_chunk *>PyMem_Malloc(max(n_chunks, 1) * sizeof(fastopt_chunk))
+        if self.chunks == NULL:
+            raise MemoryError()
+        fastopt_make_chunks(n, self.sizes, CHUNK_ELEMENTS, self.chunks)
+        cdef int64_t total = 0
+        for i in range(n):
+            total += self.sizes[i]
+        self.plan.n_chunks = n_chunks
+        self.plan.chunks = self.chunks
+        self.plan.total_elements = total
+        self.plan.dtype = self.dtypes
+        self.plan.param = self.param_ptr
+        self.plan.grad = self.grad_ptr
+        self.plan.state0 = self.state0_ptr
+        self.plan.state1 = self.state1_ptr
+
+        self._build_written_ranges()
+
+    cdef _build_written_ranges(self):
+        """Sorted, merged byte ranges of every parameter and state array, so that a gradient's
+        overlap with any of them is a binary search."""
+        ranges = []
+        cdef uintptr_t low, high
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            arrays = [self.params[i]] + list(self.states[i])
+            for a in arrays:
+                if cnp.PyArray_SIZE(<cnp.ndarray>a) == 0:
+                    continue
+                _byte_range(<cnp.ndarray>a, &low, &high)
+                ranges.append((low, high))
+        ranges.sort()
+        merged = []
+        for low, high in ranges:
+            last = len(merged) - 1
+            if merged and low < merged[last][1]:
+                merged[last] = (merged[last][0], max(merged[last][1], high))
+            else:
+                merged.append((low, high))
+        self.n_written = len(merged)
+        self.written_low = <uintptr_t *>PyMem_Malloc(max(self.n_written, 1) * sizeof(uintptr_t))
+        self.written_high = <uintptr_t *>PyMem_Malloc(max(self.n_written, 1) * sizeof(uintptr_t))
+        if self.written_low == NULL or self.written_high == NULL:
+            raise MemoryError()
+        for i in range(self.n_written):
+            self.written_low[i] = merged[i][0]
+            self.written_high[i] = merged[i][1]
+
+    cdef bint _overlaps_written(self, cnp.ndarray a):
+        if cnp.PyArray_SIZE(a) == 0:
+            return False
+        cdef uintptr_t low, high
+        _byte_range(a, &low, &high)
+        # the first range whose end lies past low
+        cdef Py_ssize_t lo = 0, hi = self.n_written, mid
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.written_high[mid] <= low:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo < self.n_written and self.written_low[lo] < high
+
+    cdef bint _param_unchanged(self, Py_ssize_t i, object obj):
+        """Is obj the very array validated at position i, with nothing about it changed?"""
+        cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
+        if obj is not p:
+            return False
+        if cnp.PyArray_DATA(p) != self.param_data[i] or not cnp.PyArray_ISWRITEABLE(p):
+            return False
+        if cnp.PyArray_TYPE(p) != self.typenums[i] or not cnp.PyArray_ISNOTSWAPPED(p):
+            return False
+        cdef int d, ndim = cnp.PyArray_NDIM(p)
+        if ndim != self.ndims[i]:
+            return False
+        for d in range(ndim):
+            if cnp.PyArray_DIM(p, d) != self.dims[self.dim_start[i] + d]:
+                return False
+        if self.targets[i] is p:  # used in place: its layout must still be the one validated
+            return _direct(p, self.orders[i])
+        return True
+
+    def step(self, params, grads, coefficients, bint trusted=False):
+        """Run one step if params and grads fit this plan; return whether it ran.
+
+        coefficients: up to 4 floats, this step's scalars in double. trusted: the caller has
+        just validated grads in full (skips the conservative overlap test, which a strided
+        view interleaved with a parameter can fail without really overlapping).
+        """
+        cdef Py_ssize_t i, d
+        cdef PyObject *item
+        cdef cnp.ndarray g, p
+        cdef bint fortran
+        cdef double c[FASTOPT_MAX_COEFFICIENTS]
+        if self.busy:
+            raise RuntimeError("this optimizer is already running update() in another thread; "
+                               "use one optimizer per thread")
+        if type(params) is not dict or type(grads) is not dict:
+            if not (isinstance(params, dict) and isinstance(grads, dict)):
+                return False
+        if len(<dict>params) != self.n or len(<dict>grads) != self.n:
+            return False
+        memset(c, 0, sizeof(c))
+        for i in range(len(coefficients)):
+            c[i] = coefficients[i]
+
+        grad_refs = self.grad_refs
+        for i in range(self.n):
+            key = self.keys[i]
+            item = PyDict_GetItem(params, key)
+            if item == NULL or not self._param_unchanged(i, <object>item):
+                return False
+            item = PyDict_GetItem(grads, key)
+            if item == NULL or not cnp.PyArray_Check(<object>item):
+                return False
+            g = <cnp.ndarray>item
+            p = <cnp.ndarray>self.params[i]
+            if cnp.PyArray_TYPE(g) != self.typenums[i] or not cnp.PyArray_ISNOTSWAPPED(g):
+                return False
+            if cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(p):
+                return False
+            for d in range(cnp.PyArray_NDIM(g)):
+                if cnp.PyArray_DIM(g, d) != cnp.PyArray_DIM(p, d):
+                    return False
+            if not trusted and self._overlaps_written(g):
+                return False
+            fortran = self.orders[i]
+            if not _direct(g, fortran):
+                g = np.array(g, order="F" if fortran else "C", copy=True)
+            grad_refs[i] = g
+            self.grad_ptr[i] = cnp.PyArray_DATA(g)
+
+        self.busy = True
+        try:
+            for i in self.staged:
+                np.copyto(self.targets[i], self.params[i])
+            with nogil:
+                fastopt_run(self.kernel_id, &self.plan, c)
+            for i in self.staged:
+                np.copyto(self.params[i], self.targets[i])
+        finally:
+            self.busy = False
+            for i in range(self.n):
+                grad_refs[i] = None
+                self.grad_ptr[i] = NULL
+        return True

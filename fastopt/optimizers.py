@@ -1,0 +1,477 @@
+"""The optimizers: the seeds' dict-based classes, running on fastopt's compiled kernels.
+
+Each class keeps the seeds' constructor arguments, defaults, attribute names and update(params,
+grads) contract: params and grads are dicts of NumPy arrays with the same keys; update() changes
+the arrays in params in place and returns None. Results are bit for bit those of
+fastopt.reference.
+
+This layer validates everything, keeps the state and the step counter, and computes this step's
+scalar coefficients in double exactly as the reference's Python expressions do. The per-element
+work is one call into compiled code (fastopt._kernels.Plan.step) for all arrays of the dict.
+"""
+import math
+import numbers
+import types
+
+import numpy as np
+
+from . import _kernels
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+
+_STATE_DICT_VERSION = 1
+_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+EPSILON = 1e-7  # the seeds' constant, added to sqrt(h) or sqrt(v)
+
+
+def _check_learning_rate(name, value):
+    value = _check_real(name, value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def _check_unit_interval(name, value):
+    value = _check_real(name, value)
+    if not 0.0 <= value < 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return value
+
+
+def _check_real(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    # Stored as a Python float: the coefficients are then computed in double and rounded to the
+    # array's dtype, as with the seeds' float literals.
+    return float(value)
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"a numpy.ndarray of dtype {value.dtype}"
+    return f"a {type(value).__module__}.{type(value).__qualname__}".replace("a builtins.", "a ")
+
+
+class _Hyperparameter:
+    """A validated constructor argument that stays assignable (opt.lr = 0.001 works)."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __set_name__(self, owner, name):
+        self.name = name
+        self.attribute = "_" + name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return getattr(instance, self.attribute)
+
+    def __set__(self, instance, value):
+        setattr(instance, self.attribute, self.check(self.name, value))
+
+
+def _state_view(name):
+    def getter(self):
+        state = self._state
+        return None if state is None else types.MappingProxyType(state[name])
+
+    getter.__doc__ = (f"The optimizer's {name!r} state: a read-only mapping from parameter name "
+                      "to array, None before the first update(). The arrays may be read and "
+                      "written in place; use load_state_dict() to replace them.")
+    return property(getter)
+
+
+class Optimizer:
+    """Base class: validation, state, the plan, state_dict and pickling.
+
+    Subclasses set _kernel (a name in fastopt._kernels.KERNELS), _state_names (the seeds'
+    attribute names of the state dicts, e.g. ("m", "v")) and _hyperparameters, and implement
+    _coefficients(step) -> tuple of floats for the kernel.
+    """
+
+    _kernel = None
+    _state_names = ()
+    _hyperparameters = ()
+
+    def __init__(self):
+        self._state = None  # {state name: {key: array}}, created at the first update()
+        self._step = 0
+        self._plan = None
+
+    # ---- the hot path ------------------------------------------------------------------------
+
+    def update(self, params, grads):
+        """Apply one step to every array in params, in place.
+
+        params: dict of name -> writeable float32 or float64 numpy.ndarray, updated in place.
+        grads: dict with the same names -> arrays of the same shape and dtype (read only).
+        Raises TypeError or ValueError, naming the key, before anything is modified.
+        """
+        step = self._step + 1
+        coefficients = self._coefficients(step)
+        plan = self._plan
+        if plan is None or not plan.step(params, grads, coefficients):
+            plan = self._prepare(params, grads)
+            # Fully validated just now: skip the conservative overlap test (a strided view
+            # interleaved with a parameter can fail it without truly overlapping).
+            if not plan.step(params, grads, coefficients, True):
+                raise AssertionError("fastopt: a validated plan refused to run; please report")
+        self._step = step
+
+    def _coefficients(self, step):
+        raise NotImplementedError
+
+    # ---- validation --------------------------------------------------------------------------
+
+    def _prepare(self, params, grads):
+        """Validate params and grads in full; create state if this is the first step; return
+        the plan to run (reused when the parameter arrays are the ones it was built for)."""
+        keys = _validate(params, grads)
+        state = self._state
+        if state is not None:
+            for key in keys:
+                for name in self._state_names:
+                    if key not in state[name]:
+                        raise ValueError(
+                            f"params[{key!r}] has no optimizer state: the state was created at "
+                            f"the first update() for the keys {sorted(state[name], key=str)}")
+                    array = state[name][key]
+                    if array.shape != params[key].shape or array.dtype != params[key].dtype:
+                        raise ValueError(
+                            f"params[{key!r}] has shape {params[key].shape} and dtype "
+                            f"{params[key].dtype}, but the optimizer state {name}[{key!r}] has "
+                            f"shape {array.shape} and dtype {array.dtype}")
+        _check_overlaps(params, grads, keys, state, self._state_names)
+
+        plan = self._plan
+        if plan is not None and plan.keys == tuple(keys) and _same_arrays(plan, params):
+            return plan
+        if state is None and self._state_names:
+            # Laid out like the parameter, so the kernel reads both in one flat order.
+            state = {name: {key: _zeros_like_layout(params[key]) for key in params}
+                     for name in self._state_names}
+        plan = _kernels.Plan(self._kernel, tuple(keys), [params[k] for k in keys],
+                             [tuple(state[name][k] for name in self._state_names) for k in keys]
+                             if self._state_names else [() for _ in keys])
+        self._state = state
+        self._plan = plan
+        return plan
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def state_dict(self):
+        """Everything needed to resume: plain Python and NumPy data (arrays are copies).
+
+        {"optimizer": class name, "version": 1, "hyperparameters": {name: float},
+         "step": int, "state": None or {state name: {key: array}}}
+        """
+        state = None
+        if self._state is not None:
+            state = {name: {key: array.copy() for key, array in arrays.items()}
+                     for name, arrays in self._state.items()}
+        return {
+            "optimizer": type(self).__name__,
+            "version": _STATE_DICT_VERSION,
+            "hyperparameters": {name: getattr(self, name) for name in self._hyperparameters},
+            "step": self._step,
+            "state": state,
+        }
+
+    def load_state_dict(self, state_dict):
+        """Restore what state_dict() returned (the arrays are copied). The next update()
+        continues the run bit for bit. Raises TypeError or ValueError and changes nothing if
+        state_dict does not fit this optimizer."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {_describe(state_dict)}")
+        expected = {"optimizer", "version", "hyperparameters", "step", "state"}
+        if set(state_dict) != expected:
+            raise ValueError(f"state_dict must have exactly the keys {sorted(expected)}, got "
+                             f"{sorted(state_dict, key=str)}")
+        if state_dict["optimizer"] != type(self).__name__:
+            raise ValueError(f"state_dict is for {state_dict['optimizer']!r}, not "
+                             f"{type(self).__name__!r}")
+        if state_dict["version"] != _STATE_DICT_VERSION:
+            raise ValueError(f"state_dict version {state_dict['version']!r} is not supported "
+                             f"(this fastopt reads version {_STATE_DICT_VERSION})")
+        hyper = state_dict["hyperparameters"]
+        if not isinstance(hyper, dict) or set(hyper) != set(self._hyperparameters):
+            raise ValueError(f"state_dict['hyperparameters'] must have the keys "
+                             f"{list(self._hyperparameters)}")
+        checked = {name: getattr(type(self), name).check(name, value)
+                   for name, value in hyper.items()}
+        step = state_dict["step"]
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise ValueError(f"state_dict['step'] must be an integer >= 0, got {step!r}")
+        state = _load_state(state_dict["state"], self._state_names)
+
+        for name, value in checked.items():
+            setattr(self, name, value)
+        self._step = int(step)
+        self._state = state
+        self._plan = None
+
+    def __getstate__(self):
+        return self.state_dict()
+
+    def __setstate__(self, state_dict):
+        Optimizer.__init__(self)
+        self.load_state_dict(state_dict)
+
+    def __repr__(self):
+        arguments = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._hyperparameters)
+        return f"{type(self).__name__}({arguments})"
+
+
+def _validate(params, grads):
+    """Check the structure, types, dtypes and shapes of params and grads; return the keys."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of numpy arrays, got {_describe(params)}")
+    if not isinstance(grads, dict):
+        raise TypeError(f"grads must be a dict of numpy arrays, got {_describe(grads)}")
+    keys = list(params)
+    missing = [key for key in keys if key not in grads]
+    if missing:
+        raise ValueError(f"grads has no entry for the params {missing}")
+    extra = [key for key in grads if key not in params]
+    if extra:
+        raise ValueError(f"grads has entries that are not in params: {extra}")
+    for key in keys:
+        p, g = params[key], grads[key]
+        if not isinstance(p, np.ndarray):
+            raise TypeError(f"params[{key!r}] must be a numpy.ndarray, got {_describe(p)}")
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"grads[{key!r}] must be a numpy.ndarray, got {_describe(g)}")
+        if p.dtype not in _SUPPORTED_DTYPES:
+            raise TypeError(f"params[{key!r}] has dtype {p.dtype}; fastopt updates float32 "
+                            f"and float64 arrays in native byte order")
+        if g.dtype != p.dtype:
+            raise TypeError(f"grads[{key!r}] has dtype {g.dtype} but params[{key!r}] has dtype "
+                            f"{p.dtype}; convert the gradient (grads[{key!r}].astype("
+                            f"{p.dtype.name})) or the parameter")
+        if g.shape != p.shape:
+            raise ValueError(f"grads[{key!r}] has shape {g.shape} but params[{key!r}] has "
+                             f"shape {p.shape}")
+        if not p.flags.writeable:
+            raise ValueError(f"params[{key!r}] is read-only; update() changes parameters in "
+                             f"place")
+    return keys
+
+
+def _check_overlaps(params, grads, keys, state, state_names):
+    """No array the kernel writes may share memory with any other array of the step."""
+    written = [(f"params[{key!r}]", params[key]) for key in keys]
+    if state is not None:
+        written += [(f"optimizer state {name}[{key!r}]", state[name][key])
+                    for name in state_names for key in keys]
+    read = [(f"grads[{key!r}]", grads[key]) for key in keys]
+    for (name_a, a), (name_b, b) in _bounds_overlapping(written, written + read):
+        if np.shares_memory(a, b):
+            raise ValueError(f"{name_a} and {name_b} share memory; fastopt updates each "
+                             f"parameter from its own gradient and state, so they must not "
+                             f"overlap")
+
+
+def _bounds_overlapping(written, everything):
+    """Pairs (w, x), w in written and x in everything, x not w, whose byte extents overlap.
+    A sweep over sorted extents: O(n log n) plus the pairs found."""
+    events = []
+    for index, (name, array) in enumerate(everything):
+        if array.size == 0:
+            continue
+        low, high = np.lib.array_utils.byte_bounds(array)
+        events.append((low, high, index, index < len(written)))
+    events.sort()
+    pairs = []
+    active = []  # (high, index, is_written)
+    for low, high, index, is_written in events:
+        active = [entry for entry in active if entry[0] > low]
+        for _, other, other_written in active:
+            if is_written or other_written:
+                first, second = (index, other) if is_written else (other, index)
+                pairs.append((everything[first], everything[second]))
+        active.append((high, index, is_written))
+    return pairs
+
+
+def _same_arrays(plan, params):
+    return all(plan_array is params[key] for key, plan_array in zip(plan.keys, plan.params))
+
+
+def _zeros_like_layout(array):
+    order = "F" if (array.flags.f_contiguous and not array.flags.c_contiguous) else "C"
+    return np.zeros(array.shape, dtype=array.dtype, order=order)
+
+
+def _load_state(state, state_names):
+    if state is None:
+        return None
+    if not state_names:
+        raise ValueError("this optimizer keeps no state, but state_dict['state'] is not None")
+    if not isinstance(state, dict) or set(state) != set(state_names):
+        raise ValueError(f"state_dict['state'] must be None or a dict with the keys "
+                         f"{list(state_names)}")
+    keys = None
+    loaded = {}
+    for name in state_names:
+        arrays = state[name]
+        if not isinstance(arrays, dict):
+            raise TypeError(f"state_dict['state'][{name!r}] must be a dict of arrays")
+        if keys is None:
+            keys = set(arrays)
+        elif set(arrays) != keys:
+            raise ValueError(f"state_dict['state'] entries must all have the same keys")
+        loaded[name] = {}
+        for key, array in arrays.items():
+            if not isinstance(array, np.ndarray) or array.dtype not in _SUPPORTED_DTYPES:
+                raise TypeError(f"state_dict['state'][{name!r}][{key!r}] must be a float32 or "
+                                f"float64 numpy.ndarray, got {_describe(array)}")
+            copy = _zeros_like_layout(array)
+            copy[...] = array
+            loaded[name][key] = copy
+    return loaded
+
+
+# ---- the six optimizers ------------------------------------------------------------------------
+
+class SGD(Optimizer):
+    """Stochastic gradient descent: params -= lr * grads.
+
+    lr: learning rate, a finite float >= 0 (default 0.01).
+    """
+
+    _kernel = "sgd"
+    _hyperparameters = ("lr",)
+    lr = _Hyperparameter(_check_learning_rate)
+
+    def __init__(self, lr=0.01):
+        super().__init__()
+        self.lr = lr
+
+    def _coefficients(self, step):
+        return (self._lr,)
+
+
+class Momentum(Optimizer):
+    """Momentum SGD: v = momentum*v - lr*grads; params += v (v starts at 0).
+
+    lr: learning rate, folded into the velocity as in the seeds (default 0.01).
+    momentum: in [0, 1) (default 0.9). State: .v, per parameter.
+    """
+
+    _kernel = "momentum"
+    _state_names = ("v",)
+    _hyperparameters = ("lr", "momentum")
+    lr = _Hyperparameter(_check_learning_rate)
+    momentum = _Hyperparameter(_check_unit_interval)
+    v = _state_view("v")
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        super().__init__()
+        self.lr = lr
+        self.momentum = momentum
+
+    def _coefficients(self, step):
+        return (self._momentum, self._lr)
+
+
+class Nesterov(Optimizer):
+    """Nesterov's accelerated gradient, in the seeds' formulation:
+    v = momentum*v - lr*grads; params += momentum**2 * v - (1 + momentum) * lr * grads.
+
+    lr: learning rate (default 0.01). momentum: in [0, 1) (default 0.9). State: .v.
+    """
+
+    _kernel = "nesterov"
+    _state_names = ("v",)
+    _hyperparameters = ("lr", "momentum")
+    lr = _Hyperparameter(_check_learning_rate)
+    momentum = _Hyperparameter(_check_unit_interval)
+    v = _state_view("v")
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        super().__init__()
+        self.lr = lr
+        self.momentum = momentum
+
+    def _coefficients(self, step):
+        momentum, lr = self._momentum, self._lr
+        return (momentum, lr, momentum * momentum, (1 + momentum) * lr)
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad: h += grads**2; params -= lr * grads / (sqrt(h) + 1e-7) (h starts at 0).
+
+    lr: learning rate (default 0.01). State: .h.
+    """
+
+    _kernel = "adagrad"
+    _state_names = ("h",)
+    _hyperparameters = ("lr",)
+    lr = _Hyperparameter(_check_learning_rate)
+    h = _state_view("h")
+
+    def __init__(self, lr=0.01):
+        super().__init__()
+        self.lr = lr
+
+    def _coefficients(self, step):
+        return (self._lr, EPSILON)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: h = decay_rate*h + (1-decay_rate)*grads**2; params -= lr*grads/(sqrt(h)+1e-7).
+
+    lr: learning rate (default 0.01). decay_rate: in [0, 1) (default 0.99). State: .h.
+    """
+
+    _kernel = "rmsprop"
+    _state_names = ("h",)
+    _hyperparameters = ("lr", "decay_rate")
+    lr = _Hyperparameter(_check_learning_rate)
+    decay_rate = _Hyperparameter(_check_unit_interval)
+    h = _state_view("h")
+
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        super().__init__()
+        self.lr = lr
+        self.decay_rate = decay_rate
+
+    def _coefficients(self, step):
+        decay_rate = self._decay_rate
+        return (decay_rate, 1 - decay_rate, self._lr, EPSILON)
+
+
+class Adam(Optimizer):
+    """Adam, in the seeds' formulation: with t the step number (1, 2, ...),
+    lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t); m += (1-beta1)*(grads-m);
+    v += (1-beta2)*(grads**2-v); params -= lr_t * m / (sqrt(v) + 1e-7).
+
+    lr: learning rate (default 0.001). beta1, beta2: in [0, 1) (defaults 0.9, 0.999).
+    State: .m, .v, and .iter (the number of steps taken).
+    """
+
+    _kernel = "adam"
+    _state_names = ("m", "v")
+    _hyperparameters = ("lr", "beta1", "beta2")
+    lr = _Hyperparameter(_check_learning_rate)
+    beta1 = _Hyperparameter(_check_unit_interval)
+    beta2 = _Hyperparameter(_check_unit_interval)
+    m = _state_view("m")
+    v = _state_view("v")
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        super().__init__()
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+
+    @property
+    def iter(self):
+        """Steps taken so far (the seeds' Adam.iter)."""
+        return self._step
+
+    def _coefficients(self, step):
+        beta1, beta2 = self._beta1, self._beta2
+        lr_t = self._lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+        return (1 - beta1, 1 - beta2, lr_t, EPSILON)
