@@ -475,3 +475,21 @@ class Adam(Optimizer):
         beta1, beta2 = self._beta1, self._beta2
         lr_t = self._lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
         return (1 - beta1, 1 - beta2, lr_t, EPSILON)
+
+
+class TrafficLimit(Optimizer):
+    """Not an optimizer: the benchmark's ceiling. Reads and writes exactly the bytes of an
+    optimizer with n_states state arrays (p += g, and s += g for each state), so its time on
+    large arrays is what the memory system allows for that optimizer."""
+
+    _hyperparameters = ()
+
+    def __init__(self, n_states):
+        if n_states not in (0, 1, 2):
+            raise ValueError(f"n_states must be 0, 1 or 2, got {n_states!r}")
+        super().__init__()
+        self._kernel = f"traffic{n_states}"
+        self._state_names = ("s0", "s1")[:n_states]
+
+    def _coefficients(self, step):
+        return ()

@@ -1,0 +1,51 @@
+"""The fastopt command: `fastopt SUBCOMMAND ...` or `python -m fastopt SUBCOMMAND ...`.
+
+Subcommands live in their own modules, each with add_arguments(parser) and run(args) -> int,
+imported only when chosen, so the optional packages one needs are not imported by another.
+"""
+import argparse
+import importlib
+import sys
+
+# name: (module, one-line help)
+SUBCOMMANDS = {
+    "bench": ("fastopt.benchmark", "time every optimizer against NumPy, the peers and the "
+                                   "machine's memory-traffic limit"),
+    "paths": ("fastopt.demo.paths", "the seeds' 2-D experiment: each optimizer's path on "
+                                    "f(x, y) = x**2/20 + y**2, as a PNG"),
+    "compare": ("fastopt.demo.compare", "the seeds' network experiment: train a multi-layer "
+                                        "net on handwritten digits with each optimizer"),
+    "info": ("fastopt.cli", "print how this fastopt was built (fastopt.build_info())"),
+}
+
+
+def add_arguments(parser):
+    """`fastopt info` takes no arguments."""
+
+
+def run(args):
+    import fastopt
+
+    for key, value in fastopt.build_info().items():
+        print(f"{key:>20}: {value}")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastopt", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    commands.required = True
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        commands.add_parser(name, help=help_text, description=help_text)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Parse the subcommand first, then let its module add its own arguments.
+    known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    module = importlib.import_module(SUBCOMMANDS[known.command][0])
+    sub = argparse.ArgumentParser(prog=f"fastopt {known.command}",
+                                  description=SUBCOMMANDS[known.command][1])
+    module.add_arguments(sub)
+    return module.run(sub.parse_args(argv[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
