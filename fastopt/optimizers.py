@@ -112,6 +112,7 @@ class Optimizer:
         coefficients = self._coefficients(step)
         plan = self._plan
         if plan is None or not plan.step(params, grads, coefficients):
+            grads = _validate(params, grads)
             plan = self._prepare(params, grads)
             # Fully validated just now: skip the conservative overlap test (a strided view
             # interleaved with a parameter can fail it without truly overlapping).
@@ -125,9 +126,10 @@ class Optimizer:
     # ---- validation --------------------------------------------------------------------------
 
     def _prepare(self, params, grads):
-        """Validate params and grads in full; create state if this is the first step; return
-        the plan to run (reused when the parameter arrays are the ones it was built for)."""
-        keys = _validate(params, grads)
+        """Check params against the state, and for overlaps; create state if this is the first
+        step; return the plan to run (reused when the parameter arrays are the ones it was built
+        for). params and grads have passed _validate()."""
+        keys = list(params)
         state = self._state
         if state is not None:
             for key in keys:
@@ -224,7 +226,8 @@ class Optimizer:
 
 
 def _validate(params, grads):
-    """Check the structure, types, dtypes and shapes of params and grads; return the keys."""
+    """Check the structure, types, dtypes and shapes of params and grads. Return grads, with
+    NumPy scalars (the gradient of a 0-d parameter is often one) as 0-d arrays."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of numpy arrays, got {_describe(params)}")
     if not isinstance(grads, dict):
@@ -236,10 +239,15 @@ def _validate(params, grads):
     extra = [key for key in grads if key not in params]
     if extra:
         raise ValueError(f"grads has entries that are not in params: {extra}")
+    converted = None
     for key in keys:
         p, g = params[key], grads[key]
         if not isinstance(p, np.ndarray):
             raise TypeError(f"params[{key!r}] must be a numpy.ndarray, got {_describe(p)}")
+        if isinstance(g, np.floating):
+            g = np.asarray(g)
+            converted = converted if converted is not None else dict(grads)
+            converted[key] = g
         if not isinstance(g, np.ndarray):
             raise TypeError(f"grads[{key!r}] must be a numpy.ndarray, got {_describe(g)}")
         if p.dtype not in _SUPPORTED_DTYPES:
@@ -255,7 +263,7 @@ def _validate(params, grads):
         if not p.flags.writeable:
             raise ValueError(f"params[{key!r}] is read-only; update() changes parameters in "
                              f"place")
-    return keys
+    return grads if converted is None else converted
 
 
 def _check_overlaps(params, grads, keys, state, state_names):
@@ -493,3 +501,8 @@ class TrafficLimit(Optimizer):
 
     def _coefficients(self, step):
         return ()
+
+
+# The six optimizers by name; tests and benchmarks iterate over this, so a new optimizer is
+# tested and measured once it is registered here (and in fastopt.reference).
+OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)}

@@ -1,0 +1,333 @@
+"""fastopt against fastopt.reference, bit for bit: every optimizer x dtype x shape family x SIMD
+path x thread count, plus in-place identity, state, state_dict and pickling."""
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import fastopt
+import fastopt.reference as reference
+from fastopt.optimizers import OPTIMIZERS
+from fastopt.testing import assert_bitwise_equal, assert_state_bitwise_equal
+
+NAMES = list(OPTIMIZERS)
+DTYPES = [np.float32, np.float64]
+SIMD_PATHS = fastopt.available_simd()
+THREADS = [1, 2] if fastopt.build_info()["openmp"] else [1]
+
+# Non-default hyperparameters too: they change every coefficient and its rounding to float32.
+HYPERPARAMETERS = {
+    "SGD": [{}, {"lr": 0.3}],
+    "Momentum": [{}, {"lr": 0.1, "momentum": 0.5}],
+    "Nesterov": [{}, {"lr": 0.1, "momentum": 0.7}],
+    "AdaGrad": [{}, {"lr": 1.5}],
+    "RMSprop": [{}, {"lr": 0.3, "decay_rate": 0.9}],
+    "Adam": [{}, {"lr": 0.3, "beta1": 0.8, "beta2": 0.99}],
+}
+
+
+def make_params(rng, dtype):
+    """One dict holding every shape family: 0-d, empty, the sizes around SIMD widths and tails
+    (1, 7, 1003), 2-D and 3-D, and views the kernel cannot use as they are."""
+    base = rng.standard_normal((40, 30)).astype(dtype)
+    fortran = np.asfortranarray(rng.standard_normal((9, 13)).astype(dtype))
+    return {
+        "scalar": np.array(rng.standard_normal(), dtype=dtype),
+        "empty": np.zeros((0,), dtype=dtype),
+        "empty2d": np.zeros((3, 0), dtype=dtype),
+        "one": rng.standard_normal(1).astype(dtype),
+        "seven": rng.standard_normal(7).astype(dtype),
+        "n1003": rng.standard_normal(1003).astype(dtype),
+        "matrix": rng.standard_normal((31, 33)).astype(dtype),
+        "cube": rng.standard_normal((3, 4, 5)).astype(dtype),
+        "fortran": fortran,
+        "transposed": rng.standard_normal((17, 6)).astype(dtype).T,
+        "strided": base[::2, 1::3],
+        "reversed": rng.standard_normal(101).astype(dtype)[::-1],
+    }
+
+
+def make_grads(rng, params):
+    """Gradients for params: C-ordered arrays, except one strided view, so both paths run."""
+    grads = {key: np.asarray(rng.standard_normal(p.shape) * 3, dtype=p.dtype)
+             for key, p in params.items()}
+    if "matrix" in grads:
+        wide = (rng.standard_normal((31, 66))).astype(grads["matrix"].dtype)
+        grads["matrix"] = wide[:, ::2]
+    return grads
+
+
+def copy_params(params):
+    """Copies with the same memory layout (so the reference also sees views/Fortran order)."""
+    return {key: p.copy(order="K") for key, p in params.items()}
+
+
+def run_both(name, hyperparameters, params, steps, rng, grads_fn=make_grads):
+    ours = OPTIMIZERS[name](**hyperparameters)
+    theirs = getattr(reference, name)(**hyperparameters)
+    expected = copy_params(params)
+    for _ in range(steps):
+        grads = grads_fn(rng, params)
+        ours.update(params, grads)
+        theirs.update(expected, grads)
+    return ours, theirs, expected
+
+
+@pytest.fixture(params=SIMD_PATHS)
+def simd(request):
+    previous = fastopt.get_simd()
+    fastopt.set_simd(request.param)
+    yield request.param
+    fastopt.set_simd(previous)
+
+
+@pytest.fixture(params=THREADS)
+def threads(request):
+    previous = fastopt.get_num_threads()
+    fastopt.set_num_threads(request.param)
+    yield request.param
+    fastopt.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", NAMES)
+def test_bit_for_bit_1000_steps_every_shape(name, dtype, simd):
+    for hyperparameters in HYPERPARAMETERS[name]:
+        rng = np.random.default_rng(1234)
+        params = make_params(rng, dtype)
+        ours, theirs, expected = run_both(name, hyperparameters, params, 1000, rng)
+        for key in params:
+            assert_bitwise_equal(params[key], expected[key], f"{name} {hyperparameters} {key}")
+        assert_state_bitwise_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", NAMES)
+def test_bit_for_bit_large_arrays_threads(name, dtype, simd, threads):
+    """Arrays large enough for several chunks and both threads (above the parallel threshold),
+    with sizes that are not multiples of any vector width or chunk."""
+    rng = np.random.default_rng(99)
+    params = {"big": rng.standard_normal(300_007).astype(dtype),
+              "odd": rng.standard_normal((257, 129)).astype(dtype),
+              "tail": rng.standard_normal(3).astype(dtype)}
+    ours, theirs, expected = run_both(name, {}, params, 12, rng)
+    for key in params:
+        assert_bitwise_equal(params[key], expected[key], f"{name} {key}")
+    assert_state_bitwise_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", NAMES)
+def test_nonfinite_and_extreme_gradients_propagate_as_reference(name, dtype, simd):
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-310, 1e30, -1e30, 1.0,
+                        np.finfo(dtype).max, np.finfo(dtype).tiny], dtype=dtype)
+
+    def grads_fn(rng, params):
+        return {key: rng.permutation(np.resize(special, p.shape)).astype(dtype)
+                for key, p in params.items()}
+
+    rng = np.random.default_rng(5)
+    params = {"a": rng.standard_normal(37).astype(dtype),
+              "b": np.resize(special, (5, 7)).astype(dtype)}
+    with np.errstate(all="ignore"):
+        ours, theirs, expected = run_both(name, {}, params, 20, rng, grads_fn)
+    for key in params:
+        assert_bitwise_equal(params[key], expected[key], f"{name} {key}")
+    assert_state_bitwise_equal(ours, theirs)
+
+
+def test_mixed_dtypes_in_one_dict():
+    rng = np.random.default_rng(3)
+    for name in NAMES:
+        params = {"w": rng.standard_normal(1003).astype(np.float32),
+                  "b": rng.standard_normal(7)}
+        ours, theirs, expected = run_both(name, {}, params, 30, rng)
+        for key in params:
+            assert_bitwise_equal(params[key], expected[key], f"{name} {key}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_updates_callers_arrays_in_place(name):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((20, 20))
+    params = {"w": rng.standard_normal((8, 5)), "view": base[::3, 1::2],
+              "t": rng.standard_normal((4, 6)).T}
+    objects = dict(params)
+    snapshot = {key: p.copy() for key, p in params.items()}
+    base_before = base.copy()
+    grads = make_grads(rng, params)
+    grads_before = {key: g.copy() for key, g in grads.items()}
+    opt = OPTIMIZERS[name](lr=0.5)
+    result = opt.update(params, grads)
+    assert result is None
+    for key in params:
+        assert params[key] is objects[key]
+        assert not np.array_equal(params[key], snapshot[key]), key
+        assert_bitwise_equal(grads[key], grads_before[key], f"grads[{key!r}]")
+    # The strided view's parent sees the change, and only at the view's elements.
+    assert np.shares_memory(params["view"], base)
+    changed = base != base_before
+    expected_changed = np.zeros_like(changed)
+    expected_changed[::3, 1::2] = True
+    assert np.array_equal(changed, expected_changed)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_attributes_like_the_seeds(name):
+    opt = OPTIMIZERS[name]()
+    ref = getattr(reference, name)()
+    for state_name in ("v", "h", "m"):
+        assert hasattr(opt, state_name) == hasattr(ref, state_name), state_name
+        if hasattr(ref, state_name):
+            assert getattr(opt, state_name) is None
+    params = {"w": np.ones(3)}
+    opt.update(params, {"w": np.ones(3)})
+    for state_name in ("v", "h", "m"):
+        if hasattr(ref, state_name):
+            state = getattr(opt, state_name)
+            assert list(state) == ["w"] and state["w"].shape == (3,)
+            with pytest.raises(TypeError):
+                state["w"] = np.zeros(3)  # read-only mapping: replace via load_state_dict()
+    if name == "Adam":
+        assert opt.iter == 1
+
+
+def test_constructor_arguments_and_defaults_match_the_seeds():
+    import inspect
+
+    for name, cls in OPTIMIZERS.items():
+        ours = inspect.signature(cls).parameters
+        theirs = inspect.signature(getattr(reference, name)).parameters
+        assert [(p.name, p.default) for p in ours.values()] == \
+               [(p.name, p.default) for p in theirs.values()], name
+        opt = cls()
+        for parameter in theirs.values():
+            assert getattr(opt, parameter.name) == parameter.default
+
+
+def test_hyperparameters_assignable_between_steps():
+    rng = np.random.default_rng(8)
+    params = {"w": rng.standard_normal(50)}
+    expected = copy_params(params)
+    ours, theirs = fastopt.Momentum(), reference.Momentum()
+    for step in range(10):
+        grads = make_grads(rng, params)
+        ours.lr = theirs.lr = 0.1 / (step + 1)
+        ours.update(params, grads)
+        theirs.update(expected, grads)
+    assert_bitwise_equal(params["w"], expected["w"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_replacing_arrays_between_steps(name):
+    """New array objects for params (same keys and shapes) keep the state and the numbers."""
+    rng = np.random.default_rng(4)
+    params = {"a": rng.standard_normal(64), "b": rng.standard_normal((3, 3))}
+    expected = copy_params(params)
+    ours, theirs = OPTIMIZERS[name](), getattr(reference, name)()
+    for step in range(6):
+        grads = make_grads(rng, params)
+        ours.update(params, grads)
+        theirs.update(expected, grads)
+        if step % 2 == 0:
+            params = {key: p.copy() for key, p in params.items()}
+    for key in params:
+        assert_bitwise_equal(params[key], expected[key], key)
+    assert_state_bitwise_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trip_mid_run(name):
+    rng = np.random.default_rng(11)
+    params = make_params(rng, np.float32)
+    grads_sequence = [make_grads(rng, params) for _ in range(20)]
+    uninterrupted = copy_params(params)
+    opt = OPTIMIZERS[name](lr=0.05)
+    for grads in grads_sequence:
+        opt.update(uninterrupted, grads)
+
+    interrupted = OPTIMIZERS[name](lr=0.05)
+    for grads in grads_sequence[:10]:
+        interrupted.update(params, grads)
+    saved, saved_params = interrupted.state_dict(), copy_params(params)
+    for grads in grads_sequence[10:12]:  # steps after saving must not leak into the save
+        interrupted.update(params, grads)
+    resumed = OPTIMIZERS[name]()
+    resumed.load_state_dict(saved)
+    assert resumed.lr == 0.05
+    for grads in grads_sequence[10:]:
+        resumed.update(saved_params, grads)
+    for key in params:
+        assert_bitwise_equal(saved_params[key], uninterrupted[key], key)
+    assert_state_bitwise_equal(resumed, opt)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_is_plain_data_and_pickles(name):
+    rng = np.random.default_rng(12)
+    params = {"w": rng.standard_normal((5, 4)), "b": rng.standard_normal(4)}
+    opt = OPTIMIZERS[name]()
+    for _ in range(3):
+        opt.update(params, make_grads(rng, params))
+    state = opt.state_dict()
+    assert state["optimizer"] == name and state["step"] == 3
+    for arrays in (state["state"] or {}).values():
+        for key, array in arrays.items():
+            assert type(array) is np.ndarray
+            assert not np.shares_memory(array, params[key])
+
+    clone = pickle.loads(pickle.dumps(opt))
+    expected = copy_params(params)
+    grads = make_grads(rng, params)
+    opt.update(params, grads)
+    clone.update(expected, grads)
+    for key in params:
+        assert_bitwise_equal(params[key], expected[key], key)
+
+
+def test_two_optimizers_in_two_threads_match_sequential_runs():
+    rng = np.random.default_rng(21)
+    sizes = {"a": 200_000, "b": 1003}
+    start = {key: rng.standard_normal(n) for key, n in sizes.items()}
+    grads = [{key: rng.standard_normal(n) for key, n in sizes.items()} for _ in range(20)]
+
+    def train(params, opt):
+        for g in grads:
+            opt.update(params, g)
+
+    sequential = [copy_params(start), copy_params(start)]
+    train(sequential[0], fastopt.Adam())
+    train(sequential[1], fastopt.RMSprop())
+    parallel = [copy_params(start), copy_params(start)]
+    workers = [threading.Thread(target=train, args=(parallel[0], fastopt.Adam())),
+               threading.Thread(target=train, args=(parallel[1], fastopt.RMSprop()))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for ours, theirs in zip(parallel, sequential):
+        for key in sizes:
+            assert_bitwise_equal(ours[key], theirs[key], key)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numpy_scalar_gradient_of_a_0d_parameter(name):
+    """x / 10 on a 0-d array is a numpy scalar, not an array: accepted like the reference."""
+    params = {"x": np.array(-7.0), "y": np.array(2.0)}
+    expected = copy_params(params)
+    ours, theirs = OPTIMIZERS[name](lr=0.1), getattr(reference, name)(lr=0.1)
+    for _ in range(30):
+        for target, opt in ((params, ours), (expected, theirs)):
+            grads = {"x": target["x"] / 10.0, "y": 2.0 * target["y"]}
+            assert type(grads["x"]) is np.float64
+            opt.update(target, grads)
+    for key in params:
+        assert_bitwise_equal(params[key], expected[key], key)
+
+
+def test_empty_dict_is_a_step():
+    opt, ref = fastopt.Adam(), reference.Adam()
+    opt.update({}, {})
+    ref.update({}, {})
+    assert opt.iter == ref.iter == 1
