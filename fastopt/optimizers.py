@@ -281,8 +281,9 @@ def _check_overlaps(params, grads, keys, state, state_names):
 
 
 def _bounds_overlapping(written, everything):
-    """Pairs (w, x), w in written and x in everything, x not w, whose byte extents overlap.
-    A sweep over sorted extents: O(n log n) plus the pairs found."""
+    """Pairs of entries of everything (whose first len(written) entries are written), at least
+    one of them written, whose byte extents overlap, each pair in list order. A sweep over
+    sorted extents: O(n log n) plus the pairs found."""
     events = []
     for index, (name, array) in enumerate(everything):
         if array.size == 0:
@@ -295,9 +296,8 @@ def _bounds_overlapping(written, everything):
     for low, high, index, is_written in events:
         active = [entry for entry in active if entry[0] > low]
         for _, other, other_written in active:
-            if is_written or other_written:
-                first, second = (index, other) if is_written else (other, index)
-                pairs.append((everything[first], everything[second]))
+            if is_written or other_written:  # in list order: written before read, keys in order
+                pairs.append((everything[min(index, other)], everything[max(index, other)]))
         active.append((high, index, is_written))
     return pairs
 

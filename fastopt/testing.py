@@ -14,17 +14,20 @@ def assert_bitwise_equal(actual, expected, name="array"):
     if actual.shape != expected.shape or actual.dtype != expected.dtype:
         raise AssertionError(f"{name}: shape/dtype {actual.shape} {actual.dtype} != "
                              f"{expected.shape} {expected.dtype}")
-    unsigned = np.dtype(f"u{actual.dtype.itemsize}")
-    actual_bits = np.ascontiguousarray(actual).reshape(-1).view(unsigned)
-    expected_bits = np.ascontiguousarray(expected).reshape(-1).view(unsigned)
-    both_nan = np.isnan(actual).reshape(-1) & np.isnan(expected).reshape(-1)
-    differ = np.flatnonzero((actual_bits != expected_bits) & ~both_nan)
+    itemsize = actual.dtype.itemsize
+    actual_bytes = np.ascontiguousarray(actual).reshape(-1).view(np.uint8).reshape(-1, itemsize)
+    expected_bytes = np.ascontiguousarray(expected).reshape(-1).view(np.uint8).reshape(
+        -1, itemsize)
+    differs = (actual_bytes != expected_bytes).any(axis=1)
+    if actual.dtype.kind in "fc":
+        differs &= ~(np.isnan(actual).reshape(-1) & np.isnan(expected).reshape(-1))
+    differ = np.flatnonzero(differs)
     if differ.size:
         i = differ[0]
         raise AssertionError(
             f"{name}: {differ.size} of {actual.size} elements differ; first at flat index {i}: "
-            f"{actual.reshape(-1)[i]!r} (bits {actual_bits[i]:#x}) != "
-            f"{expected.reshape(-1)[i]!r} (bits {expected_bits[i]:#x})")
+            f"{actual.reshape(-1)[i]!r} (bytes {actual_bytes[i].tobytes().hex()}) != "
+            f"{expected.reshape(-1)[i]!r} (bytes {expected_bytes[i].tobytes().hex()})")
 
 
 def assert_state_bitwise_equal(optimizer, reference):
