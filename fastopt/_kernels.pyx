@@ -406,6 +406,19 @@ cdef class Plan:
             return _direct(p, self.orders[i])
         return True
 
+    def params_unchanged(self, params):
+        """Does params hold exactly the arrays this plan was built for, none of them changed
+        (data, shape, dtype, layout, writeability)? Then the plan can be reused."""
+        cdef Py_ssize_t i
+        cdef PyObject *item
+        if not isinstance(params, dict) or len(<dict>params) != self.n:
+            return False
+        for i in range(self.n):
+            item = PyDict_GetItem(params, self.keys[i])
+            if item == NULL or not self._param_unchanged(i, <object>item):
+                return False
+        return True
+
     def step(self, params, grads, coefficients, bint trusted=False):
         """Run one step if params and grads fit this plan; return whether it ran.
 

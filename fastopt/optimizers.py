@@ -147,7 +147,7 @@ class Optimizer:
         _check_overlaps(params, grads, keys, state, self._state_names)
 
         plan = self._plan
-        if plan is not None and plan.keys == tuple(keys) and _same_arrays(plan, params):
+        if plan is not None and plan.params_unchanged(params):
             return plan
         if state is None and self._state_names:
             # Laid out like the parameter, so the kernel reads both in one flat order.
@@ -300,10 +300,6 @@ def _bounds_overlapping(written, everything):
                 pairs.append((everything[min(index, other)], everything[max(index, other)]))
         active.append((high, index, is_written))
     return pairs
-
-
-def _same_arrays(plan, params):
-    return all(plan_array is params[key] for key, plan_array in zip(plan.keys, plan.params))
 
 
 def _zeros_like_layout(array):

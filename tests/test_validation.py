@@ -153,6 +153,27 @@ def test_changed_structure_after_state_exists(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_param_reshaped_in_place_between_steps(name):
+    """The same array object with a new shape: stateless SGD follows it like the reference;
+    optimizers with state refuse, since their state has the old shape."""
+    rng = np.random.default_rng(2)
+    params = {"w": rng.standard_normal((4, 6))}
+    expected = {"w": params["w"].copy()}
+    opt, ref = OPTIMIZERS[name](), getattr(reference, name)()
+    opt.update(params, {"w": np.ones((4, 6))})
+    ref.update(expected, {"w": np.ones((4, 6))})
+    params["w"].shape = expected["w"].shape = (6, 4)
+    grads = {"w": rng.standard_normal((6, 4))}
+    if OPTIMIZERS[name]._state_names:
+        with pytest.raises(ValueError, match=r"params\['w'\] has shape \(6, 4\)"):
+            opt.update(params, grads)
+    else:
+        opt.update(params, grads)
+        ref.update(expected, grads)
+        assert_bitwise_equal(params["w"], expected["w"])
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_param_made_read_only_after_first_step(name):
     opt = OPTIMIZERS[name]()
     params, grads = good_inputs()
