@@ -225,8 +225,8 @@ void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficient
 {
     const fastopt_loop_fn *loops = loop_tables[fastopt_simd_active()][kernel];
     const int64_t n_chunks = plan->n_chunks;
-    const int threads = fastopt_get_num_threads();
 #ifdef _OPENMP
+    const int threads = fastopt_get_num_threads();
     if (threads > 1 && n_chunks > 1 && plan->total_elements >= parallel_threshold) {
         /* One parallel region per step; static schedule gives each thread one contiguous
          * stretch of chunks (and so of memory). Elements are independent, so the result does

@@ -308,6 +308,16 @@ def test_build_info():
         assert "-ffp-contract=off" in info["flags"]
 
 
+@pytest.mark.skipif(not fastopt.build_info()["openmp"], reason="serial build")
+def test_omp_num_threads_is_the_default():
+    for threads in ("1", "2", "3"):
+        result = subprocess.run(
+            [sys.executable, "-c", "import fastopt; print(fastopt.get_num_threads())"],
+            env={**os.environ, "OMP_NUM_THREADS": threads}, capture_output=True, text=True,
+            check=True)
+        assert result.stdout.strip() == threads
+
+
 def test_fastopt_simd_environment_variable():
     for path in fastopt.available_simd():
         result = subprocess.run(
