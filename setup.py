@@ -105,7 +105,8 @@ class BuildExt(build_ext):
 
         ext.extra_compile_args = list(ext.extra_compile_args or []) + base
         ext.extra_objects = list(ext.extra_objects or []) + extra_objects
-        config["flags"] = base
+        # CFLAGS from the environment come first on the command line; report them too.
+        config["flags"] = os.environ.get("CFLAGS", "").split() + base
         self._write_build_config(config)
         super().build_extension(ext)
 
