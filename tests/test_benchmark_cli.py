@@ -1,0 +1,107 @@
+"""Smoke tests of `fastopt bench` at tiny sizes: output structure, --json, --plot, usage errors.
+
+They check that the command works, not how fast anything is (that is the benchmark's job).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastopt
+from fastopt import benchmark
+from fastopt.cli import main
+
+# Tiny and short: no peers (importing torch takes seconds), one round of tiny batches.
+TINY = ["bench", "--optimizers", "adam,SGD", "--sizes", "1,1e3", "--dtype", "float32",
+        "--workloads", "single,mlp", "--peers", "none", "--min-time", "0.001", "--repeat", "1"]
+
+
+def run_command(*arguments):
+    """`python -m fastopt ARGUMENTS` in a subprocess that imports this fastopt."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [package_parent, environment.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "fastopt", *arguments], capture_output=True,
+                          text=True, env=environment, timeout=120)
+
+
+def test_table_and_json(tmp_path, capsys):
+    json_path = tmp_path / "bench.json"
+    assert main(TINY + ["--json", str(json_path)]) == 0
+    output = capsys.readouterr().out
+    assert f"fastopt {fastopt.__version__} bench" in output
+    assert "NumPy" in output and "SIMD" in output
+    header = next(line for line in output.splitlines() if line.startswith("optimizer"))
+    assert header.split() == ["optimizer", "dtype", "case", "elements", "fastopt", "GB/s",
+                              "numpy", "xnumpy", "limit", "GB/s", "%limit"]
+    assert "targets:" in output
+    assert "Adam float32 1 >= 5x numpy" in output
+
+    document = json.loads(json_path.read_text())
+    assert set(document) == {"machine", "settings", "results", "targets"}
+    assert document["machine"]["fastopt"]["version"] == fastopt.__version__
+    assert document["machine"]["threads"] == fastopt.get_num_threads()
+    cases = {(r["optimizer"], r["dtype"], r["label"]): r for r in document["results"]}
+    assert set(cases) == {(optimizer, dtype, label) for optimizer in ("Adam", "SGD")
+                          for dtype, label in (("float32", "1"), ("float32", "1e3"),
+                                               ("float64", "seeds' MLP"))}
+    adam = cases[("Adam", "float32", "1e3")]
+    assert adam["elements"] == 1000 and adam["arrays"] == 1
+    assert adam["bytes_per_update"] == 7 * 4 * 1000  # reads p, g, m, v; writes p, m, v
+    assert set(adam["implementations"]) == {"fastopt", "numpy", "limit"}
+    for timing in adam["implementations"].values():
+        assert timing["median_seconds"] > 0
+        assert timing["calls_per_batch"] >= 1 and timing["batch_seconds_per_call"]
+    assert adam["speedup_over"]["numpy"] == pytest.approx(
+        adam["implementations"]["numpy"]["median_seconds"]
+        / adam["implementations"]["fastopt"]["median_seconds"])
+    mlp = cases[("SGD", "float64", "seeds' MLP")]
+    assert mlp["arrays"] == 6 and mlp["elements"] == 784 * 40 + 40 + 40 * 20 + 20 + 20 * 10 + 10
+    assert mlp["bytes_per_update"] == 3 * 8 * mlp["elements"]
+    assert {"description", "ratio", "met"} <= set(document["targets"][0])
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    plot_path = tmp_path / "bench.png"
+    assert main(TINY + ["--plot", str(plot_path)]) == 0
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_optimizer_exits_2_with_message():
+    completed = run_command("bench", "--optimizers", "adam,Adamax")
+    assert completed.returncode == 2
+    assert "unknown optimizer 'Adamax'" in completed.stderr
+    assert "SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam" in completed.stderr
+    assert completed.stdout == ""
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--sizes", "1e3,0"], "'0' is not a whole number of elements >= 1"),
+    (["--sizes", "1.5"], "'1.5' is not a whole number of elements >= 1"),
+    (["--workloads", "single,cnn"], "unknown workload 'cnn'"),
+    (["--peers", "jax"], "unknown peer 'jax'"),
+    (["--dtype", "float16"], "invalid choice: 'float16'"),
+    (["--threads", "0"], "expected a number > 0"),
+])
+def test_bad_option_exits_2(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unavailable_simd_path_exits_2(capsys):
+    assert main(TINY + ["--simd", "sse9"]) == 2
+    assert capsys.readouterr().err.startswith("fastopt bench: error: ")
+
+
+def test_bytes_moved_counts_every_array_read_and_written():
+    # SGD reads p, g and writes p; one state array adds a read and a write; Adam has two.
+    expected = {"SGD": 3, "Momentum": 5, "Nesterov": 5, "AdaGrad": 5, "RMSprop": 5, "Adam": 7}
+    workload = benchmark.single_array(10, "float64")
+    for optimizer, arrays in expected.items():
+        assert workload.bytes_moved(optimizer) == arrays * 8 * 10
