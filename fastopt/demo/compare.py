@@ -1,0 +1,381 @@
+"""`fastopt compare`: the seeds' network experiment.
+
+A MultiLayerNet (fastopt.demo.network) is trained on mini-batches with each optimizer, from the
+same initial weights and the same sequence of mini-batches, and with each backend: "fastopt"
+(the compiled optimizers) and "numpy" (fastopt.reference, the seeds' code). The network, the
+data and the batches are identical for both backends, so their losses agree bit for bit and
+the difference is the time spent in opt.update, which is timed alone with time.perf_counter.
+
+Output: a table (final train and test accuracy, final loss, optimizer-step time per backend),
+a PNG of mini-batch loss and test accuracy against iteration, and optionally a JSON file with
+every number.
+
+BLAS runs on one thread while training (through threadpoolctl, which scikit-learn brings):
+the matrices are far too small to gain from threads, and idle BLAS threads spinning after each
+product take the CPU from the optimizer step that follows, which is what is being timed.
+"""
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+
+import numpy as np
+
+from .common import (BACKENDS, add_optimizer_arguments, format_table, import_demo_packages,
+                     learning_rates, optimizer_class)
+from .data import DatasetError, load_digits_dataset, load_mnist
+from .network import ACTIVATIONS, MultiLayerNet
+
+# Chosen on the digits with the default network (sigmoid, Xavier, hidden 40,20, batch 100,
+# 1000 iterations), checked on seeds 0-3 with sigmoid and with relu. AdaGrad, RMSprop and Adam
+# keep the seeds' rates. The seeds' SGD 0.01 reaches only 17 % test accuracy here, hence 0.5;
+# the seeds' Momentum 0.3 (and Nesterov at 0.3) can diverge with relu, hence 0.1 for both,
+# which is SGD 1.0's step size once the velocity has built up.
+DEFAULT_LEARNING_RATES = {"SGD": 0.5, "Momentum": 0.1, "Nesterov": 0.1, "AdaGrad": 0.1,
+                          "RMSprop": 0.01, "Adam": 0.01}
+DEFAULT_ITERATIONS = 1000  # the seeds' iters_num
+DEFAULT_BATCH_SIZE = 100  # the seeds' batch_size
+DEFAULT_HIDDEN_SIZES = (40, 20)  # the seeds' hidden_size_list
+DEFAULT_EVAL_INTERVAL = 10  # the seeds' plot_interval
+DEFAULT_SEED = 0
+DEFAULT_PLOT = "fastopt_compare.png"
+EVALUATION_CHUNK = 10000  # images per forward pass when measuring accuracy on a whole split
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that determines a run besides the optimizer and the data.
+
+    hidden_sizes: units per hidden layer. activation: "sigmoid" or "relu". weight_init: "auto",
+    "he", "xavier" or a standard deviation. use_batchnorm, weight_decay: see MultiLayerNet.
+    iterations: optimizer steps. batch_size: images per mini-batch, drawn with replacement as
+    in the seeds. eval_interval: test accuracy is measured every this many iterations.
+    seed: of numpy.random.default_rng, for the initial weights and then the mini-batches.
+    dtype: "float64" or "float32", of the parameters and all arithmetic.
+    """
+
+    hidden_sizes: tuple = DEFAULT_HIDDEN_SIZES
+    activation: str = "sigmoid"
+    weight_init: object = "auto"
+    use_batchnorm: bool = False
+    weight_decay: float = 0.0
+    iterations: int = DEFAULT_ITERATIONS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    eval_interval: int = DEFAULT_EVAL_INTERVAL
+    seed: int = DEFAULT_SEED
+    dtype: str = "float64"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One optimizer trained with one backend.
+
+    losses: the mini-batch loss of every iteration (training mode, before that iteration's
+    update). eval_iterations, test_accuracies: test accuracy after those many iterations
+    (0 = the initial network). final_loss: mean of the last eval_interval losses.
+    update_seconds: total time spent in opt.update.
+    """
+
+    optimizer: str
+    backend: str
+    learning_rate: float
+    losses: list
+    eval_iterations: list
+    test_accuracies: list
+    final_train_accuracy: float
+    final_test_accuracy: float
+    final_loss: float
+    update_seconds: float
+
+
+def build_network(dataset, config, rng):
+    """A fresh MultiLayerNet for dataset as config describes, its weights drawn from rng."""
+    return MultiLayerNet(dataset.features, config.hidden_sizes, dataset.classes,
+                         activation=config.activation, weight_init=config.weight_init,
+                         use_batchnorm=config.use_batchnorm, weight_decay=config.weight_decay,
+                         dtype=config.dtype, rng=rng)
+
+
+def split_accuracy(network, dataset, images, labels, dtype):
+    """The network's accuracy (inference mode) on all of images/labels, EVALUATION_CHUNK
+    images at a time so that a large split is never scaled to floats at once."""
+    correct = 0
+    for start in range(0, len(labels), EVALUATION_CHUNK):
+        chunk = slice(start, start + EVALUATION_CHUNK)
+        scores = network.predict(dataset.scaled(images[chunk], dtype))
+        correct += int(np.count_nonzero(scores.argmax(axis=1) == labels[chunk]))
+    return correct / len(labels)
+
+
+def train(dataset, optimizer_name, backend, learning_rate, config, on_iteration=None):
+    """Train a fresh network on dataset with one optimizer and return a RunResult.
+
+    backend: "fastopt" or "numpy" (fastopt.reference). The initial weights and the mini-batch
+    sequence depend on config.seed only, so every optimizer and backend sees the same ones.
+    on_iteration: called with no arguments after every iteration (e.g. a progress bar's update).
+    """
+    rng = np.random.default_rng(config.seed)
+    network = build_network(dataset, config, rng)
+    optimizer = optimizer_class(optimizer_name, backend)(lr=learning_rate)
+    dtype = np.dtype(config.dtype)
+    test_images, test_labels = dataset.test_images, dataset.test_labels
+
+    losses = []
+    eval_iterations = [0]
+    test_accuracies = [split_accuracy(network, dataset, test_images, test_labels, dtype)]
+    update_seconds = 0.0
+    for iteration in range(1, config.iterations + 1):
+        batch = rng.choice(len(dataset.train_labels), config.batch_size)
+        loss, grads = network.gradient(dataset.scaled(dataset.train_images[batch], dtype),
+                                       dataset.train_labels[batch])
+        started = time.perf_counter()
+        optimizer.update(network.params, grads)
+        update_seconds += time.perf_counter() - started
+        losses.append(loss)
+        if iteration % config.eval_interval == 0 or iteration == config.iterations:
+            eval_iterations.append(iteration)
+            test_accuracies.append(
+                split_accuracy(network, dataset, test_images, test_labels, dtype))
+        if on_iteration is not None:
+            on_iteration()
+
+    return RunResult(
+        optimizer=optimizer_name, backend=backend, learning_rate=learning_rate, losses=losses,
+        eval_iterations=eval_iterations, test_accuracies=test_accuracies,
+        final_train_accuracy=split_accuracy(network, dataset, dataset.train_images,
+                                            dataset.train_labels, dtype),
+        final_test_accuracy=test_accuracies[-1],
+        final_loss=float(np.mean(losses[-config.eval_interval:])),
+        update_seconds=update_seconds)
+
+
+def compare(dataset, rates, backends, config, on_iteration=None):
+    """train() every optimizer of rates ({name: lr}) with every backend; return the
+    RunResults in that order (optimizer-major)."""
+    return [train(dataset, name, backend, rate, config, on_iteration)
+            for name, rate in rates.items() for backend in backends]
+
+
+def results_table(results):
+    """The summary table as text: one row per optimizer with its final accuracies and loss
+    (from the first backend) and the total optimizer-step time of each backend; with two
+    backends, the speed-up and whether their losses are identical."""
+    backends = list(dict.fromkeys(result.backend for result in results))
+    by_optimizer = {}
+    for result in results:
+        by_optimizer.setdefault(result.optimizer, {})[result.backend] = result
+    headers = ["optimizer", "lr", "train acc", "test acc", "final loss"]
+    headers += [f"{backend} step (ms)" for backend in backends]
+    if len(backends) == 2:
+        headers += ["speed-up", "same losses"]
+    rows = []
+    for name, runs in by_optimizer.items():
+        first = runs[backends[0]]
+        row = [name, f"{first.learning_rate:g}", f"{first.final_train_accuracy:.4f}",
+               f"{first.final_test_accuracy:.4f}", f"{first.final_loss:.4f}"]
+        row += [f"{runs[backend].update_seconds * 1e3:.1f}" for backend in backends]
+        if len(backends) == 2:
+            fast, slow = runs["fastopt"], runs["numpy"]
+            row.append(f"{slow.update_seconds / fast.update_seconds:.1f}x"
+                       if fast.update_seconds > 0 else "-")
+            row.append("yes" if fast.losses == slow.losses else "NO")
+        rows.append(row)
+    return format_table(headers, rows)
+
+
+def block_means(values, block):
+    """Means of consecutive blocks of block values (the last block may be shorter)."""
+    return [float(np.mean(values[start:start + block])) for start in range(0, len(values), block)]
+
+
+def plot_results(results, config, dataset_name, filename, pyplot):
+    """Save a PNG of two panels: mini-batch loss (mean over each eval_interval iterations, log
+    scale) and test accuracy, against iteration; one colour per optimizer, one line style per
+    backend (fastopt wide and pale underneath, numpy dashed on top: where they coincide, the
+    dashes run inside the wide line)."""
+    from matplotlib.lines import Line2D
+
+    figure, (loss_axis, accuracy_axis) = pyplot.subplots(1, 2, figsize=(13, 5),
+                                                        constrained_layout=True)
+    backend_styles = {"fastopt": dict(linestyle="-", linewidth=3.2, alpha=0.45, zorder=2),
+                      "numpy": dict(linestyle=(0, (3, 2)), linewidth=1.3, zorder=3)}
+    colours = {}
+    for result in results:
+        colour = colours.setdefault(result.optimizer, f"C{len(colours)}")
+        style = dict(color=colour, **backend_styles[result.backend])
+        block_ends = list(range(config.eval_interval, len(result.losses), config.eval_interval))
+        block_ends.append(len(result.losses))
+        loss_axis.plot(block_ends, block_means(result.losses, config.eval_interval), **style)
+        accuracy_axis.plot(result.eval_iterations, result.test_accuracies, **style)
+    loss_axis.set_yscale("log")
+    loss_axis.set_title(f"training loss (mean of every {config.eval_interval} mini-batches)")
+    loss_axis.set_ylabel("cross-entropy loss")
+    accuracy_axis.set_title("test accuracy")
+    accuracy_axis.set_ylabel("accuracy")
+    accuracy_axis.set_ylim(0, 1)
+    for axis in (loss_axis, accuracy_axis):
+        axis.set_xlabel("iteration")
+        axis.grid(True, alpha=0.3)
+    rates = {result.optimizer: result.learning_rate for result in results}
+    loss_axis.legend([Line2D([], [], color=colour, linewidth=2) for colour in colours.values()],
+                     [f"{name} (lr={rates[name]:g})" for name in colours],
+                     loc="lower left", fontsize="small", title="optimizer")
+    backends = list(dict.fromkeys(result.backend for result in results))
+    accuracy_axis.legend([Line2D([], [], color="0.3", **backend_styles[backend])
+                          for backend in backends], backends, loc="lower right",
+                         fontsize="small", title="backend")
+    hidden = ",".join(map(str, config.hidden_sizes)) or "none"
+    figure.suptitle(f"{dataset_name}: hidden {hidden}, {config.activation}"
+                    f"{', batchnorm' if config.use_batchnorm else ''}"
+                    f"{f', weight decay {config.weight_decay:g}' if config.weight_decay else ''}"
+                    f", batch {config.batch_size}, {config.dtype}, seed {config.seed}")
+    figure.savefig(filename, dpi=100)
+    pyplot.close(figure)
+
+
+def results_document(results, config, dataset_name):
+    """Everything as JSON-ready data: {"dataset", "config", "results": [RunResult as dict]}."""
+    return {"dataset": dataset_name, "config": dataclasses.asdict(config),
+            "results": [dataclasses.asdict(result) for result in results]}
+
+
+def single_threaded_blas():
+    """A context manager that keeps BLAS (NumPy's matrix products) on one thread, or does
+    nothing if threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def hidden_sizes(text):
+    """argparse type of --hidden: "100,100" -> (100, 100); "" for no hidden layer."""
+    return tuple(positive_int(part) for part in text.split(",") if part.strip())
+
+
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def weight_init(text):
+    """argparse type of --weight-init: auto, he, xavier or a standard deviation > 0."""
+    if text in ("auto", "he", "xavier"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected auto, he, xavier or a standard deviation > 0, got {text!r}")
+    return value
+
+
+def add_arguments(parser):
+    """The options of `fastopt compare` (see --help for defaults)."""
+    add_optimizer_arguments(parser, DEFAULT_LEARNING_RATES)
+    parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both",
+                        help="fastopt's compiled optimizers, numpy (fastopt.reference, the "
+                             "seeds' code), or both to compare losses and step time "
+                             "(default: both)")
+    parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERATIONS,
+                        help=f"training iterations (default: {DEFAULT_ITERATIONS})")
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                        help=f"images per mini-batch (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--hidden", type=hidden_sizes, default=DEFAULT_HIDDEN_SIZES,
+                        metavar="SIZES",
+                        help=f"units per hidden layer, comma-separated (default: "
+                             f"{','.join(map(str, DEFAULT_HIDDEN_SIZES))}, as in the seeds)")
+    parser.add_argument("--activation", choices=ACTIVATIONS, default="sigmoid",
+                        help="hidden-layer activation (default: sigmoid, as in the seeds)")
+    parser.add_argument("--weight-init", type=weight_init, default="auto", metavar="INIT",
+                        help="initial weight scale: auto (He for relu, Xavier for sigmoid), "
+                             "he, xavier, or a standard deviation such as the seeds' 0.01 "
+                             "(default: auto)")
+    parser.add_argument("--batchnorm", action="store_true",
+                        help="batch normalisation after every hidden affine layer")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                        metavar="LAMBDA", help="L2 weight decay: adds LAMBDA/2 * sum(W**2) to "
+                                               "the loss, e.g. 0.001 (default: 0)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="dtype of the parameters and all arithmetic (default: float64, "
+                             "as in the seeds)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed of the initial weights and the mini-batches (default: "
+                             f"{DEFAULT_SEED}); the same seed gives the same results")
+    parser.add_argument("--eval-interval", type=positive_int, default=DEFAULT_EVAL_INTERVAL,
+                        metavar="N", help=f"measure test accuracy every N iterations "
+                                          f"(default: {DEFAULT_EVAL_INTERVAL})")
+    parser.add_argument("--mnist", metavar="DIR",
+                        help="train on MNIST from the four IDX files in DIR (train-images-"
+                             "idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                             "t10k-labels-idx1-ubyte; raw or .gz) instead of scikit-learn's "
+                             "digits; nothing is downloaded")
+    parser.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH",
+                        help=f"where to write the PNG (default: ./{DEFAULT_PLOT})")
+    parser.add_argument("--json", metavar="PATH", help="also write every number to PATH")
+
+
+def run(args):
+    """Load the data, train every chosen optimizer with every chosen backend, print the table,
+    write the PNG (and the JSON). Returns 0, 1 if the data set is missing or malformed, 2 if
+    the demo extra is missing."""
+    packages = import_demo_packages("matplotlib", "tqdm",
+                                    *(() if args.mnist else ("sklearn",)))
+    if packages is None:
+        return 2
+    import matplotlib.pyplot as pyplot
+    from tqdm import tqdm
+
+    try:
+        dataset = load_mnist(args.mnist) if args.mnist else load_digits_dataset()
+    except (DatasetError, FileNotFoundError) as error:
+        print(f"fastopt compare: error: {error}", file=sys.stderr)
+        return 1
+    config = TrainingConfig(
+        hidden_sizes=args.hidden, activation=args.activation, weight_init=args.weight_init,
+        use_batchnorm=args.batchnorm, weight_decay=args.weight_decay, iterations=args.iters,
+        batch_size=args.batch_size, eval_interval=args.eval_interval, seed=args.seed,
+        dtype=args.dtype)
+    rates = learning_rates(args, DEFAULT_LEARNING_RATES)
+    backends = BACKENDS if args.backend == "both" else (args.backend,)
+    print(f"{dataset.name}: {len(dataset.train_labels)} training and "
+          f"{len(dataset.test_labels)} test images of {dataset.features} pixels")
+
+    with single_threaded_blas(), tqdm(total=len(rates) * len(backends) * config.iterations,
+                                      unit="it", desc="training", file=sys.stderr) as progress:
+        results = compare(dataset, rates, backends, config, on_iteration=progress.update)
+
+    print(f"after {config.iterations} iterations of batch {config.batch_size} "
+          f"(step = total time in opt.update):")
+    print(results_table(results))
+    plot_results(results, config, dataset.name, args.plot, pyplot)
+    print(f"plot written to {args.plot}")
+    if args.json:
+        with open(args.json, "w") as json_file:
+            json.dump(results_document(results, config, dataset.name), json_file, indent=1)
+        print(f"results written to {args.json}")
+    return 0
