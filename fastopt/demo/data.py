@@ -94,17 +94,20 @@ def read_idx(path, expected_magic):
             content = gzip.decompress(content)
         except (OSError, EOFError) as error:
             raise DatasetError(f"{path}: not a valid gzip file ({error})") from None
-    dimensions = expected_magic & 0xFF
-    header_size = 4 + 4 * dimensions
-    if len(content) < header_size:
-        raise DatasetError(f"{path}: {len(content)} bytes is too short for an IDX header; "
-                           f"expected {header_size} bytes starting with the magic number "
-                           f"{expected_magic:#010x} ({expected_magic})")
+    if len(content) < 4:
+        raise DatasetError(f"{path}: {len(content)} bytes is too short for an IDX file; "
+                           f"expected the magic number {expected_magic:#010x} "
+                           f"({expected_magic}) first")
     magic = int.from_bytes(content[:4], "big")
     if magic != expected_magic:
         raise DatasetError(f"{path}: magic number {magic:#010x} ({magic}), expected "
                            f"{expected_magic:#010x} ({expected_magic}); is this the right "
                            f"MNIST IDX file?")
+    dimensions = expected_magic & 0xFF
+    header_size = 4 + 4 * dimensions
+    if len(content) < header_size:
+        raise DatasetError(f"{path}: {len(content)} bytes is too short for the header of an "
+                           f"IDX file of {dimensions} dimensions; expected {header_size} bytes")
     shape = tuple(int.from_bytes(content[4 + 4 * i:8 + 4 * i], "big")
                   for i in range(dimensions))
     expected_size = header_size + int(np.prod(shape))
@@ -146,6 +149,9 @@ def load_mnist(directory):
     for split in ("train", "test"):
         (images_path, images), (labels_path, labels) = (arrays[f"{split}_images"],
                                                         arrays[f"{split}_labels"])
+        if len(labels) == 0:
+            raise DatasetError(f"{labels_path} holds no labels; expected at least one "
+                               f"{split}ing image")
         if len(images) != len(labels):
             raise DatasetError(f"{images_path} has {len(images)} images but {labels_path} has "
                                f"{len(labels)} labels; expected the same count")

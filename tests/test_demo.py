@@ -1,0 +1,362 @@
+"""Tests of fastopt.demo: the network's gradients, the IDX reader, `fastopt compare` and
+`fastopt paths` (through the same entry point as the command line)."""
+import gzip
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import fastopt.reference
+from fastopt.cli import main
+from fastopt.demo import compare, paths
+from fastopt.demo.common import OPTIMIZER_NAMES, optimizer_class
+from fastopt.demo.data import (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DatasetError, load_mnist,
+                               read_idx)
+from fastopt.demo.network import MultiLayerNet
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def demo_extra():
+    """The optional packages `fastopt compare` and `fastopt paths` need."""
+    for module_name in ("matplotlib", "sklearn", "tqdm"):
+        pytest.importorskip(module_name)
+
+
+def assert_is_png(path):
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert path.stat().st_size > 10_000  # panels with lines, not an empty canvas
+
+
+def run_compare(tmp_path, name, *options):
+    """Run `fastopt compare` with options; return its JSON document."""
+    json_path = tmp_path / f"{name}.json"
+    status = main(["compare", "--plot", str(tmp_path / f"{name}.png"), "--json",
+                   str(json_path), *options])
+    assert status == 0
+    return json.loads(json_path.read_text())
+
+
+def without_timings(document):
+    return [{key: value for key, value in result.items() if key != "update_seconds"}
+            for result in document["results"]]
+
+
+# ---- the network -------------------------------------------------------------------------
+
+def numerical_gradient(network, x, labels, step=1e-6):
+    """Central differences of the training-mode loss with respect to every parameter."""
+    gradients = {}
+    for key, parameter in network.params.items():
+        gradient = np.zeros_like(parameter)
+        for index in np.ndindex(parameter.shape):
+            original = parameter[index]
+            parameter[index] = original + step
+            loss_plus = network.loss(x, labels, train=True)
+            parameter[index] = original - step
+            loss_minus = network.loss(x, labels, train=True)
+            parameter[index] = original
+            gradient[index] = (loss_plus - loss_minus) / (2 * step)
+        gradients[key] = gradient
+    return gradients
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("use_batchnorm", [False, True])
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_backpropagation_matches_numerical_gradient(activation, use_batchnorm, weight_decay):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 5))
+    labels = rng.integers(0, 3, 7)
+    network = MultiLayerNet(5, (6, 4), 3, activation=activation, use_batchnorm=use_batchnorm,
+                            weight_decay=weight_decay, rng=np.random.default_rng(2))
+    loss, grads = network.gradient(x, labels)
+
+    assert loss == pytest.approx(network.loss(x, labels, train=True), rel=1e-15)
+    expected_keys = ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3"]
+    if not use_batchnorm:
+        expected_keys = [key for key in expected_keys if not key.startswith(("gamma", "beta"))]
+    assert list(grads) == list(network.params) == expected_keys
+    numerical = numerical_gradient(network, x, labels)
+    for key in network.params:
+        np.testing.assert_allclose(grads[key], numerical[key], rtol=1e-6, atol=1e-8,
+                                   err_msg=key)
+
+
+def test_weight_decay_adds_half_lambda_times_squared_weights_to_the_loss():
+    rng = np.random.default_rng(3)
+    x, labels = rng.standard_normal((4, 5)), rng.integers(0, 3, 4)
+    plain = MultiLayerNet(5, (6,), 3, rng=np.random.default_rng(4))
+    decayed = MultiLayerNet(5, (6,), 3, weight_decay=0.5, rng=np.random.default_rng(4))
+    squared_weights = np.sum(plain.params["W1"] ** 2) + np.sum(plain.params["W2"] ** 2)
+    assert decayed.loss(x, labels) == pytest.approx(plain.loss(x, labels)
+                                                    + 0.25 * squared_weights, rel=1e-12)
+
+
+def test_float32_network_computes_in_float32():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    network = MultiLayerNet(5, (4,), 3, activation="relu", use_batchnorm=True,
+                            weight_decay=0.01, dtype=np.float32)
+    loss, grads = network.gradient(x, rng.integers(0, 3, 6))
+    assert np.isfinite(loss)
+    assert {array.dtype for array in network.params.values()} == {np.dtype(np.float32)}
+    assert {array.dtype for array in grads.values()} == {np.dtype(np.float32)}
+    assert network.predict(x).dtype == np.float32
+
+
+# ---- the IDX reader ----------------------------------------------------------------------
+
+def idx_bytes(magic, array):
+    header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big")
+                                                for size in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path, magic, array, compress=False):
+    content = idx_bytes(magic, array)
+    path.write_bytes(gzip.compress(content) if compress else content)
+    return path
+
+
+SMALL_IMAGES = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+SMALL_LABELS = np.array([7, 0, 9], dtype=np.uint8)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+def test_read_idx_reads_images_and_labels(tmp_path, compress):
+    images = read_idx(write_idx(tmp_path / "images", IDX_IMAGES_MAGIC, SMALL_IMAGES, compress),
+                      IDX_IMAGES_MAGIC)
+    labels = read_idx(write_idx(tmp_path / "labels", IDX_LABELS_MAGIC, SMALL_LABELS, compress),
+                      IDX_LABELS_MAGIC)
+    np.testing.assert_array_equal(images, SMALL_IMAGES)
+    assert images.dtype == np.uint8 and images.shape == (3, 4, 5)
+    np.testing.assert_array_equal(labels, SMALL_LABELS)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+def test_read_idx_rejects_a_wrong_magic_number(tmp_path, compress):
+    path = write_idx(tmp_path / "labels", IDX_LABELS_MAGIC, SMALL_LABELS, compress)
+    with pytest.raises(DatasetError, match=r"labels: magic number 0x00000801 \(2049\), "
+                                           r"expected 0x00000803 \(2051\)"):
+        read_idx(path, IDX_IMAGES_MAGIC)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+def test_read_idx_rejects_a_truncated_file(tmp_path, compress):
+    content = idx_bytes(IDX_IMAGES_MAGIC, SMALL_IMAGES)[:-1]
+    path = tmp_path / "images"
+    path.write_bytes(gzip.compress(content) if compress else content)
+    with pytest.raises(DatasetError, match=r"images: 75 bytes \(uncompressed\), expected 76 "
+                                           r"for a header and data of shape \(3, 4, 5\); "
+                                           r"the file is truncated"):
+        read_idx(path, IDX_IMAGES_MAGIC)
+
+
+def test_read_idx_rejects_a_header_cut_short_and_a_broken_gzip_stream(tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"empty: 0 bytes is too short for an IDX file; "
+                                           r"expected the magic number 0x00000801"):
+        read_idx(empty, IDX_LABELS_MAGIC)
+    short = tmp_path / "short"
+    short.write_bytes(IDX_IMAGES_MAGIC.to_bytes(4, "big") + b"\0\0")
+    with pytest.raises(DatasetError, match=r"short: 6 bytes is too short for the header of "
+                                           r"an IDX file of 3 dimensions; expected 16 bytes"):
+        read_idx(short, IDX_IMAGES_MAGIC)
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(gzip.compress(idx_bytes(IDX_LABELS_MAGIC, SMALL_LABELS))[:-6])
+    with pytest.raises(DatasetError, match=r"broken.gz: not a valid gzip file"):
+        read_idx(broken, IDX_LABELS_MAGIC)
+
+
+def test_read_idx_of_a_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_idx(tmp_path / "absent", IDX_LABELS_MAGIC)
+
+
+def write_mnist(directory, train_count=40, test_count=20):
+    """A small data set in MNIST's four files, some raw and some gzip-compressed; an image
+    of label k has bright rows 2k to 2k+2 over noise, so it can be learnt quickly."""
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 10, train_count + test_count).astype(np.uint8)
+    images = rng.integers(0, 60, (len(labels), 28, 28))
+    for image, label in zip(images, labels):
+        image[2 * label:2 * label + 3] += 190
+    write_idx(directory / "train-images-idx3-ubyte.gz", IDX_IMAGES_MAGIC, images[:train_count],
+              compress=True)
+    write_idx(directory / "train-labels-idx1-ubyte", IDX_LABELS_MAGIC, labels[:train_count])
+    write_idx(directory / "t10k-images-idx3-ubyte", IDX_IMAGES_MAGIC, images[train_count:])
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", IDX_LABELS_MAGIC, labels[train_count:],
+              compress=True)
+    return images.astype(np.uint8), labels
+
+
+def test_load_mnist_reads_the_four_files_raw_or_gzip(tmp_path):
+    images, labels = write_mnist(tmp_path)
+    dataset = load_mnist(tmp_path)
+    assert dataset.features == 784 and dataset.classes == 10
+    np.testing.assert_array_equal(dataset.train_images, images[:40].reshape(40, 784))
+    np.testing.assert_array_equal(dataset.test_labels, labels[40:])
+    scaled = dataset.scaled(dataset.test_images, np.float32)
+    assert scaled.dtype == np.float32 and scaled.max() <= 1.0
+    assert scaled.max() == np.float32(images[40:].max() / np.float32(255))
+
+
+def test_load_mnist_rejects_images_and_labels_of_different_counts(tmp_path):
+    write_mnist(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", IDX_LABELS_MAGIC, SMALL_LABELS)
+    with pytest.raises(DatasetError, match=r"has 40 images but .*train-labels-idx1-ubyte has 3 "
+                                           r"labels; expected the same count"):
+        load_mnist(tmp_path)
+
+
+def test_load_mnist_names_the_missing_file(tmp_path):
+    write_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"t10k-labels-idx1-ubyte \(or "
+                                                r"t10k-labels-idx1-ubyte.gz\) not found"):
+        load_mnist(tmp_path)
+
+
+def test_compare_reports_a_bad_dataset_without_a_traceback(tmp_path, capsys, demo_extra):
+    write_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", IDX_LABELS_MAGIC, SMALL_LABELS)
+    assert main(["compare", "--mnist", str(tmp_path), "--plot", str(tmp_path / "c.png")]) == 1
+    error = capsys.readouterr().err
+    assert "fastopt compare: error:" in error and "expected 0x00000803 (2051)" in error
+    assert "Traceback" not in error
+    assert main(["compare", "--mnist", str(tmp_path / "absent")]) == 1
+    assert "MNIST directory" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_compare_trains_on_local_mnist_files(tmp_path, demo_extra):
+    write_mnist(tmp_path, train_count=200, test_count=50)
+    document = run_compare(tmp_path, "mnist", "--mnist", str(tmp_path), "--iters", "60",
+                           "--batch-size", "20", "--optimizers", "adam", "--backend", "fastopt")
+    assert document["dataset"].startswith("MNIST")
+    (result,) = document["results"]
+    assert result["losses"][-1] < result["losses"][0]
+    assert result["final_test_accuracy"] > 0.8  # the bright rows give the label away
+
+
+# ---- fastopt compare ---------------------------------------------------------------------
+
+def test_compare_writes_png_and_json_and_repeats_itself_with_a_seed(tmp_path, capsys,
+                                                                    demo_extra):
+    options = ["--iters", "25", "--optimizers", "sgd,adam", "--seed", "3", "--eval-interval",
+               "5"]
+    first = run_compare(tmp_path, "first", *options)
+    output = capsys.readouterr().out
+    second = run_compare(tmp_path, "second", *options)
+    other_seed = run_compare(tmp_path, "other", *options[:-3], "4", *options[-2:])
+
+    assert_is_png(tmp_path / "first.png")
+    assert "optimizer" in output and "test acc" in output
+    assert f"plot written to {tmp_path / 'first.png'}" in output
+    results = first["results"]
+    assert [(r["optimizer"], r["backend"]) for r in results] == [
+        ("SGD", "fastopt"), ("SGD", "numpy"), ("Adam", "fastopt"), ("Adam", "numpy")]
+    assert all(len(r["losses"]) == 25 for r in results)
+    assert results[0]["eval_iterations"] == [0, 5, 10, 15, 20, 25]
+    assert all(r["update_seconds"] > 0 for r in results)
+    assert without_timings(first) == without_timings(second)
+    assert first["results"][0]["losses"] != other_seed["results"][0]["losses"]
+
+
+@pytest.mark.parametrize("options", [
+    [],
+    ["--dtype", "float32"],
+    ["--activation", "relu", "--batchnorm", "--weight-decay", "0.001", "--hidden", "30,20,10"],
+], ids=["default", "float32", "relu-batchnorm-decay"])
+def test_fastopt_and_numpy_backends_give_identical_losses(tmp_path, demo_extra, options):
+    document = run_compare(tmp_path, "both", "--iters", "30", "--backend", "both", *options)
+    by_backend = {}
+    for result in document["results"]:
+        by_backend.setdefault(result["backend"], {})[result["optimizer"]] = result
+    assert list(by_backend["fastopt"]) == list(by_backend["numpy"]) == list(OPTIMIZER_NAMES)
+    for name in OPTIMIZER_NAMES:
+        fast, slow = by_backend["fastopt"][name], by_backend["numpy"][name]
+        assert fast["losses"] == slow["losses"], name
+        assert fast["test_accuracies"] == slow["test_accuracies"], name
+        assert fast["losses"][-1] < fast["losses"][0], name
+
+
+def test_numpy_backend_is_the_reference_implementation():
+    for name in OPTIMIZER_NAMES:
+        assert optimizer_class(name, "numpy") is getattr(fastopt.reference, name)
+        assert optimizer_class(name, "fastopt") is getattr(fastopt, name)
+
+
+def test_adam_with_the_defaults_reaches_90_percent_on_digits(tmp_path, demo_extra):
+    document = run_compare(tmp_path, "adam", "--optimizers", "adam", "--backend", "fastopt")
+    (result,) = document["results"]
+    assert document["config"]["iterations"] == compare.DEFAULT_ITERATIONS
+    assert result["final_test_accuracy"] >= 0.9
+
+
+def test_compare_rejects_bad_options(capsys):
+    for options in (["--iters", "0"], ["--hidden", "10,x"], ["--backend", "torch"],
+                    ["--optimizers", "adamw"], ["--weight-decay", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["compare", *options])
+        assert exit_info.value.code == 2
+    assert "unknown optimizer 'adamw'" in capsys.readouterr().err
+
+
+def test_missing_demo_extra_is_reported_with_the_install_command(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert main(["paths"]) == 2
+    assert main(["compare"]) == 2
+    assert capsys.readouterr().err.count("pip install 'fastopt[demo]'") == 2
+
+
+# ---- fastopt paths -----------------------------------------------------------------------
+
+def printed_rows(output):
+    """The rows of the table `fastopt paths` prints: {optimizer: [lr, x, y, f] as text}."""
+    rows = (line.split() for line in output.splitlines())
+    return {row[0]: row[1:] for row in rows if row and row[0] in OPTIMIZER_NAMES}
+
+
+def expected_row(rate, path):
+    final_x, final_y = path[-1]
+    return [f"{rate:g}", f"{final_x:.6g}", f"{final_y:.6g}",
+            f"{paths.objective(final_x, final_y):.6g}"]
+
+
+def test_paths_writes_png_and_prints_where_each_path_ends(tmp_path, capsys, demo_extra):
+    plot = tmp_path / "paths.png"
+    assert main(["paths", "--plot", str(plot)]) == 0
+    assert_is_png(plot)
+    rows = printed_rows(capsys.readouterr().out)
+    assert list(rows) == list(OPTIMIZER_NAMES)
+    for name, rate in paths.DEFAULT_LEARNING_RATES.items():
+        path = paths.optimize_path(optimizer_class(name)(lr=rate))
+        assert rows[name] == expected_row(rate, path)
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_every_default_path_ends_closer_to_the_minimum(name):
+    path = paths.optimize_path(optimizer_class(name)(lr=paths.DEFAULT_LEARNING_RATES[name]))
+    assert path.shape == (paths.DEFAULT_STEPS + 1, 2)
+    assert tuple(path[0]) == paths.START
+    assert np.hypot(*path[-1]) < np.hypot(*path[0])
+    assert paths.objective(*path[-1]) < 0.2 * paths.objective(*path[0])
+
+
+def test_paths_options_change_steps_and_learning_rates(tmp_path, capsys, demo_extra):
+    assert main(["paths", "--steps", "3", "--optimizers", "sgd,adam", "--lr", "SGD=0.1",
+                 "--lr", "adam=0.5", "--plot", str(tmp_path / "p.png")]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith("3 steps from")
+    rows = printed_rows(output)
+    assert list(rows) == ["SGD", "Adam"]
+    assert rows["SGD"] == expected_row(0.1, paths.optimize_path(fastopt.SGD(lr=0.1), steps=3))
+    assert rows["Adam"] == expected_row(0.5, paths.optimize_path(fastopt.Adam(lr=0.5), steps=3))
+    with pytest.raises(SystemExit):
+        main(["paths", "--lr", "SGD:0.1"])
+    assert "expected NAME=VALUE" in capsys.readouterr().err
