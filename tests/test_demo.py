@@ -357,6 +357,10 @@ def test_paths_options_change_steps_and_learning_rates(tmp_path, capsys, demo_ex
     assert list(rows) == ["SGD", "Adam"]
     assert rows["SGD"] == expected_row(0.1, paths.optimize_path(fastopt.SGD(lr=0.1), steps=3))
     assert rows["Adam"] == expected_row(0.5, paths.optimize_path(fastopt.Adam(lr=0.5), steps=3))
-    with pytest.raises(SystemExit):
-        main(["paths", "--lr", "SGD:0.1"])
-    assert "expected NAME=VALUE" in capsys.readouterr().err
+    for options, message in ((["--lr", "SGD:0.1"], "expected NAME=VALUE"),
+                             (["--lr", "SGD=-1"], "must be a finite number >= 0"),
+                             (["--steps", "0"], "must be at least 1, got 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["paths", *options])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

@@ -38,19 +38,35 @@ def parse_optimizer_list(text):
     return tuple(dict.fromkeys(names))
 
 
+def parse_positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def parse_learning_rate(text):
     """argparse type of --lr: "adam=0.01" -> ("Adam", 0.01). The rate must be a finite
     number >= 0."""
     name, separator, value = text.partition("=")
     if not separator:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. Adam=0.01), got {text!r}")
-    try:
-        rate = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"learning rate {value!r} is not a number") from None
-    if not rate >= 0 or rate == float("inf"):
-        raise argparse.ArgumentTypeError(f"learning rate must be finite and >= 0, got {value}")
-    return canonical_optimizer_name(name), rate
+    return canonical_optimizer_name(name), parse_non_negative_float(value)
 
 
 def add_optimizer_arguments(parser, default_learning_rates):
@@ -73,22 +89,20 @@ def learning_rates(args, default_learning_rates):
     return {name: rates[name] for name in args.optimizers}
 
 
-def import_demo_packages(*module_names):
-    """Import the named optional modules (e.g. "matplotlib", "tqdm") and return them in order,
-    with matplotlib switched to its Agg backend (files only, no display). If one is missing,
-    print DEMO_EXTRA_MESSAGE to stderr and return None."""
-    modules = []
+def require_demo_packages(*module_names):
+    """Import the named optional modules (e.g. "matplotlib", "tqdm"), switching matplotlib to
+    its Agg backend (files only, no display). Return True, or print DEMO_EXTRA_MESSAGE to
+    stderr and return False if one is missing."""
     for module_name in module_names:
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
             print(f"fastopt: {error.name or module_name} is not installed; {DEMO_EXTRA_MESSAGE}",
                   file=sys.stderr)
-            return None
+            return False
         if module_name == "matplotlib":
             module.use("Agg")
-        modules.append(module)
-    return modules
+    return True
 
 
 def format_table(headers, rows):

@@ -18,13 +18,15 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 
 import numpy as np
 
-from .common import (BACKENDS, add_optimizer_arguments, format_table, import_demo_packages,
-                     learning_rates, optimizer_class)
+from .common import (BACKENDS, add_optimizer_arguments, format_table, learning_rates,
+                     optimizer_class, parse_non_negative_float, parse_positive_int,
+                     require_demo_packages)
 from .data import DatasetError, load_digits_dataset, load_mnist
 from .network import ACTIVATIONS, MultiLayerNet
 
@@ -253,34 +255,12 @@ def single_threaded_blas():
 
 # ---- the command ---------------------------------------------------------------------------
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def hidden_sizes(text):
+def parse_hidden_sizes(text):
     """argparse type of --hidden: "100,100" -> (100, 100); "" for no hidden layer."""
-    return tuple(positive_int(part) for part in text.split(",") if part.strip())
+    return tuple(parse_positive_int(part) for part in text.split(",") if part.strip())
 
 
-def non_negative_float(text):
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def weight_init(text):
+def parse_weight_init(text):
     """argparse type of --weight-init: auto, he, xavier or a standard deviation > 0."""
     if text in ("auto", "he", "xavier"):
         return text
@@ -301,23 +281,23 @@ def add_arguments(parser):
                         help="fastopt's compiled optimizers, numpy (fastopt.reference, the "
                              "seeds' code), or both to compare losses and step time "
                              "(default: both)")
-    parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERATIONS,
+    parser.add_argument("--iters", type=parse_positive_int, default=DEFAULT_ITERATIONS,
                         help=f"training iterations (default: {DEFAULT_ITERATIONS})")
-    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=parse_positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per mini-batch (default: {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--hidden", type=hidden_sizes, default=DEFAULT_HIDDEN_SIZES,
+    parser.add_argument("--hidden", type=parse_hidden_sizes, default=DEFAULT_HIDDEN_SIZES,
                         metavar="SIZES",
                         help=f"units per hidden layer, comma-separated (default: "
                              f"{','.join(map(str, DEFAULT_HIDDEN_SIZES))}, as in the seeds)")
     parser.add_argument("--activation", choices=ACTIVATIONS, default="sigmoid",
                         help="hidden-layer activation (default: sigmoid, as in the seeds)")
-    parser.add_argument("--weight-init", type=weight_init, default="auto", metavar="INIT",
+    parser.add_argument("--weight-init", type=parse_weight_init, default="auto", metavar="INIT",
                         help="initial weight scale: auto (He for relu, Xavier for sigmoid), "
                              "he, xavier, or a standard deviation such as the seeds' 0.01 "
                              "(default: auto)")
     parser.add_argument("--batchnorm", action="store_true",
                         help="batch normalisation after every hidden affine layer")
-    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+    parser.add_argument("--weight-decay", type=parse_non_negative_float, default=0.0,
                         metavar="LAMBDA", help="L2 weight decay: adds LAMBDA/2 * sum(W**2) to "
                                                "the loss, e.g. 0.001 (default: 0)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
@@ -326,7 +306,7 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the initial weights and the mini-batches (default: "
                              f"{DEFAULT_SEED}); the same seed gives the same results")
-    parser.add_argument("--eval-interval", type=positive_int, default=DEFAULT_EVAL_INTERVAL,
+    parser.add_argument("--eval-interval", type=parse_positive_int, default=DEFAULT_EVAL_INTERVAL,
                         metavar="N", help=f"measure test accuracy every N iterations "
                                           f"(default: {DEFAULT_EVAL_INTERVAL})")
     parser.add_argument("--mnist", metavar="DIR",
@@ -343,9 +323,7 @@ def run(args):
     """Load the data, train every chosen optimizer with every chosen backend, print the table,
     write the PNG (and the JSON). Returns 0, 1 if the data set is missing or malformed, 2 if
     the demo extra is missing."""
-    packages = import_demo_packages("matplotlib", "tqdm",
-                                    *(() if args.mnist else ("sklearn",)))
-    if packages is None:
+    if not require_demo_packages("matplotlib", "tqdm", *(() if args.mnist else ("sklearn",))):
         return 2
     import matplotlib.pyplot as pyplot
     from tqdm import tqdm
@@ -373,9 +351,9 @@ def run(args):
           f"(step = total time in opt.update):")
     print(results_table(results))
     plot_results(results, config, dataset.name, args.plot, pyplot)
-    print(f"plot written to {args.plot}")
+    print(f"plot written to {os.path.abspath(args.plot)}")
     if args.json:
         with open(args.json, "w") as json_file:
             json.dump(results_document(results, config, dataset.name), json_file, indent=1)
-        print(f"results written to {args.json}")
+        print(f"results written to {os.path.abspath(args.json)}")
     return 0

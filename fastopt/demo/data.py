@@ -112,9 +112,10 @@ def read_idx(path, expected_magic):
                   for i in range(dimensions))
     expected_size = header_size + int(np.prod(shape))
     if len(content) != expected_size:
+        problem = "truncated" if len(content) < expected_size else "too long"
         raise DatasetError(f"{path}: {len(content)} bytes (uncompressed), expected "
                            f"{expected_size} for a header and data of shape {shape}; "
-                           f"the file is {'truncated' if len(content) < expected_size else 'too long'}")
+                           f"the file is {problem}")
     return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(shape)
 
 

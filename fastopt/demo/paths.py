@@ -11,12 +11,12 @@ update rules alone, and RMSprop uses 0.15, where its first step (about 10*lr per
 since h starts at 0.01*g**2) halves y and the path reaches the minimum's neighbourhood in 30
 steps without diverging.
 """
-import sys
+import os
 
 import numpy as np
 
-from .common import (add_optimizer_arguments, format_table, import_demo_packages,
-                     learning_rates, optimizer_class)
+from .common import (add_optimizer_arguments, format_table, learning_rates, optimizer_class,
+                     parse_positive_int, require_demo_packages)
 
 START = (-7.0, 2.0)
 DEFAULT_STEPS = 30
@@ -80,7 +80,7 @@ def plot_paths(paths, rates, filename, pyplot):
 
 def add_arguments(parser):
     """The options of `fastopt paths`: --steps, --optimizers, --lr NAME=VALUE, --plot."""
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+    parser.add_argument("--steps", type=parse_positive_int, default=DEFAULT_STEPS,
                         help=f"updates per optimizer (default: {DEFAULT_STEPS})")
     add_optimizer_arguments(parser, DEFAULT_LEARNING_RATES)
     parser.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH",
@@ -89,25 +89,19 @@ def add_arguments(parser):
 
 def run(args):
     """Run every chosen optimizer (fastopt's classes), print where each path ends, write the
-    PNG. Returns the exit status: 0, or 2 for bad options or a missing demo extra."""
-    if args.steps < 1:
-        print(f"fastopt paths: error: --steps must be at least 1, got {args.steps}",
-              file=sys.stderr)
-        return 2
-    packages = import_demo_packages("matplotlib")
-    if packages is None:
+    PNG. Returns the exit status: 0, or 2 if the demo extra is missing."""
+    if not require_demo_packages("matplotlib"):
         return 2
     import matplotlib.pyplot as pyplot
 
     rates = learning_rates(args, DEFAULT_LEARNING_RATES)
     paths = {name: optimize_path(optimizer_class(name)(lr=rate), args.steps)
              for name, rate in rates.items()}
-    rows = [(name, f"{rate:g}", f"{path[-1, 0]:.6g}", f"{path[-1, 1]:.6g}",
-             f"{objective(*path[-1]):.6g}") for (name, path), rate in zip(paths.items(),
-                                                                          rates.values())]
+    rows = [(name, f"{rates[name]:g}", f"{path[-1, 0]:.6g}", f"{path[-1, 1]:.6g}",
+             f"{objective(*path[-1]):.6g}") for name, path in paths.items()]
     print(f"{args.steps} steps from (x, y) = {START} on f(x, y) = x**2/20 + y**2 "
           f"(minimum f(0, 0) = 0; f at the start = {objective(*START):g}):")
     print(format_table(("optimizer", "lr", "final x", "final y", "final f"), rows))
     plot_paths(paths, rates, args.plot, pyplot)
-    print(f"plot written to {args.plot}")
+    print(f"plot written to {os.path.abspath(args.plot)}")
     return 0
