@@ -213,7 +213,8 @@ def plot_results(results, config, dataset_name, filename, pyplot):
         accuracy_axis.plot(result.eval_iterations, result.test_accuracies, **style)
     loss_axis.set_yscale("log")
     loss_axis.set_title(f"training loss (mean of every {config.eval_interval} mini-batches)")
-    loss_axis.set_ylabel("cross-entropy loss")
+    loss_axis.set_ylabel("cross-entropy + weight decay" if config.weight_decay
+                         else "cross-entropy loss")
     accuracy_axis.set_title("test accuracy")
     accuracy_axis.set_ylabel("accuracy")
     accuracy_axis.set_ylim(0, 1)
