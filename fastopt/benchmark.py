@@ -64,6 +64,7 @@ QUICK_REPEAT = 3
 BATCH_SECONDS = 0.004  # target length of one timed batch of calls
 WARMUP_CALLS = 2  # untimed calls before calibration (the first one creates the state)
 BUSY_LOAD = 0.5  # a 1-minute load average from this on before the run earns a warning
+BUSY_SHARE = 0.05  # other processes' share of the CPU during the run that earns a warning
 
 IMPLEMENTATIONS = ("fastopt", "numpy", "limit", "torch", "deepspeed")
 PEERS = ("torch", "deepspeed")
@@ -426,6 +427,7 @@ class CaseResult:
     case: Case
     timings: dict  # implementation name -> Timing
     unsupported: dict  # implementation name -> reason
+    others_cpu_share: float = None  # of the machine's CPU time, taken by other processes
 
     def median(self, implementation):
         """Median seconds per update(), or None if not measured."""
@@ -462,12 +464,13 @@ class CaseResult:
                 name: {"median_seconds": timing.median,
                        "gigabytes_per_second": self.gigabytes_per_second(name),
                        "calls_per_batch": timing.calls_per_batch,
-                       "batch_seconds_per_call": timing.samples}
+                       "per_call_seconds_by_batch": timing.samples}
                 for name, timing in self.timings.items()},
             "unsupported": self.unsupported,
             "speedup_over": {name: self.speedup(name) for name in self.timings
                              if name != "fastopt"},
             "fastopt_over_limit_time": self.limit_ratio,
+            "others_cpu_share": self.others_cpu_share,
         }
 
 
@@ -487,7 +490,41 @@ def run_case(case, implementations, min_time, repeat):
         except Unsupported as reason:
             unsupported[implementation.name] = str(reason)
     del params, grads
-    return CaseResult(case, measure(steps, min_time, repeat), unsupported)
+    meter = OthersCpuMeter()
+    timings = measure(steps, min_time, repeat)
+    return CaseResult(case, timings, unsupported, meter.share())
+
+
+class OthersCpuMeter:
+    """How much of the machine's CPU time other processes took since this meter was made:
+    busy time from /proc/stat minus this process's CPU time, over wall time x cores. On a
+    2-core machine a busy neighbour delays every multi-threaded update() by milliseconds, so
+    the table shows this next to each case. share() is None where /proc/stat is missing."""
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(value) for value in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy = (sum(fields[:8]) - idle) / ticks_per_second  # guest time is inside user time
+        own = sum(os.times()[:2])
+        return time.perf_counter(), busy, own
+
+    def share(self):
+        """Other processes' share of the machine's CPU time since the start (0 to 1)."""
+        end = self._snapshot()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
 
 
 # ---- targets -----------------------------------------------------------------------------------
@@ -629,7 +666,8 @@ def print_header(info, out):
               "cases most)", file=out)
     print("columns: median time per update(); GB/s = bytes the optimizer must read and write / "
           "time; xNAME = NAME's time / fastopt's; limit = TrafficLimit kernel (same bytes, "
-          "trivial math); %limit = fastopt's GB/s as a share of the limit's", file=out)
+          "trivial math); %limit = fastopt's GB/s as a share of the limit's; others = share of "
+          "the machine's CPU taken by other processes during the case", file=out)
 
 
 TABLE_COLUMNS = (  # (implementation it needs or None, heading, width, CaseResult -> text)
@@ -649,6 +687,8 @@ TABLE_COLUMNS = (  # (implementation it needs or None, heading, width, CaseResul
     ("torch", "xtorch", 7, lambda r: _format_ratio(r.speedup("torch"))),
     ("deepspeed", "deepspeed", 9, lambda r: format_seconds(r.median("deepspeed"))),
     ("deepspeed", "xds", 6, lambda r: _format_ratio(r.speedup("deepspeed"))),
+    (None, "others", 6,
+     lambda r: "-" if r.others_cpu_share is None else f"{100 * r.others_cpu_share:.0f}%"),
 )
 LABEL_COLUMNS = 3  # left-aligned; the rest are numbers, right-aligned
 
@@ -715,7 +755,7 @@ def write_plot(results, path):
                 if points:
                     panel.plot(*zip(*points), marker="o", markersize=3, color=colors[name],
                                linestyle="--" if name == "limit" else "-",
-                               label="traffic limit (ceiling)" if name == "limit" else name)
+                               label=_plot_label(name))
                 for result in cases:
                     kind = result.case.workload.kind
                     if kind != "single" and name in result.timings:
@@ -730,7 +770,12 @@ def write_plot(results, path):
                 panel.set_ylabel("effective GB/s")
             if row == len(optimizers) - 1:
                 panel.set_xlabel("elements per update()")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    legend = {}  # label -> handle, from every panel (a peer may be in some panels only)
+    for panel in axes.flat:
+        for handle, label in zip(*panel.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    labels = [label for label in map(_plot_label, implementations) if label in legend]
+    handles = [legend[label] for label in labels]
     for kind, marker in markers.items():
         if any(r.case.workload.kind == kind for r in results):
             handles.append(pyplot.Line2D([], [], color="gray", marker=marker, linestyle=""))
@@ -741,6 +786,10 @@ def write_plot(results, path):
     figure.tight_layout()
     figure.savefig(path, dpi=110, bbox_inches="tight")
     pyplot.close(figure)
+
+
+def _plot_label(implementation):
+    return "traffic limit (ceiling)" if implementation == "limit" else implementation
 
 
 class Progress:
@@ -917,6 +966,7 @@ def run(args):
     sys.stdout.flush()
 
     progress = Progress(len(cases))
+    run_meter = OthersCpuMeter()
     results = []
     try:
         for case in cases:
@@ -925,6 +975,7 @@ def run(args):
             progress.finish_case()
     finally:
         progress.close()
+    info["others_cpu_share"] = run_meter.share()
 
     info["peers"] = [peer.describe() for peer in peers] + peer_notes  # now with torch's modes
 
@@ -933,6 +984,10 @@ def run(args):
     print(file=sys.stdout)
     for note in info["peers"]:
         print(f"peer {note}", file=sys.stdout)
+    others = info["others_cpu_share"]
+    if others is not None and others >= BUSY_SHARE:
+        print(f"warning: other processes took {100 * others:.0f}% of this machine's CPU time "
+              f"during the run; rows with a high 'others' share are unreliable", file=sys.stdout)
     print(file=sys.stdout)
     evaluated = evaluate_targets(results)
     print_targets(evaluated, sys.stdout)

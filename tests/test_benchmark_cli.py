@@ -36,7 +36,7 @@ def test_table_and_json(tmp_path, capsys):
     assert "NumPy" in output and "SIMD" in output
     header = next(line for line in output.splitlines() if line.startswith("optimizer"))
     assert header.split() == ["optimizer", "dtype", "case", "elements", "fastopt", "GB/s",
-                              "numpy", "xnumpy", "limit", "GB/s", "%limit"]
+                              "numpy", "xnumpy", "limit", "GB/s", "%limit", "others"]
     assert "targets:" in output
     assert "Adam float32 1 >= 5x numpy" in output
 
@@ -54,13 +54,14 @@ def test_table_and_json(tmp_path, capsys):
     assert set(adam["implementations"]) == {"fastopt", "numpy", "limit"}
     for timing in adam["implementations"].values():
         assert timing["median_seconds"] > 0
-        assert timing["calls_per_batch"] >= 1 and timing["batch_seconds_per_call"]
+        assert timing["calls_per_batch"] >= 1 and timing["per_call_seconds_by_batch"]
     assert adam["speedup_over"]["numpy"] == pytest.approx(
         adam["implementations"]["numpy"]["median_seconds"]
         / adam["implementations"]["fastopt"]["median_seconds"])
     mlp = cases[("SGD", "float64", "seeds' MLP")]
     assert mlp["arrays"] == 6 and mlp["elements"] == 784 * 40 + 40 + 40 * 20 + 20 + 20 * 10 + 10
     assert mlp["bytes_per_update"] == 3 * 8 * mlp["elements"]
+    assert 0 <= adam["others_cpu_share"] <= 1  # other processes' share of the CPU
     assert {"description", "ratio", "met"} <= set(document["targets"][0])
 
 
