@@ -278,26 +278,27 @@ class DeepSpeedImplementation:
 
 @contextlib.contextmanager
 def _captured_output():
-    """Send what C and Python write to stdout and stderr to a temporary file; yields a function
+    """Send what is written to stdout and stderr, by Python code (sys.stdout, sys.stderr) and by
+    C code and subprocesses (file descriptors 1 and 2), to a temporary file; yields a function
     returning what was written so far (for error messages)."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+b") as capture:
+    with tempfile.TemporaryFile(mode="w+b") as capture, \
+            os.fdopen(os.dup(capture.fileno()), "w", buffering=1, errors="replace") as text:
         os.dup2(capture.fileno(), 1)
         os.dup2(capture.fileno(), 2)
 
         def captured():
-            sys.stdout.flush()
-            sys.stderr.flush()
+            text.flush()
             capture.seek(0)
             return capture.read().decode(errors="replace")
 
         try:
-            yield captured
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield captured
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            text.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for descriptor in saved:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -106,3 +107,48 @@ def test_bytes_moved_counts_every_array_read_and_written():
     workload = benchmark.single_array(10, "float64")
     for optimizer, arrays in expected.items():
         assert workload.bytes_moved(optimizer) == arrays * 8 * 10
+
+
+def fake_module(name, **attributes):
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    return module
+
+
+def fake_torch():
+    """Just enough of torch for load_peers to reach DeepSpeed."""
+    return fake_module("torch", __version__="0.0", set_num_threads=lambda threads: None,
+                       zeros=lambda size: None, ones=lambda size: None,
+                       nn=types.SimpleNamespace(Parameter=lambda data: types.SimpleNamespace()))
+
+
+def test_missing_peers_are_named_with_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    peers, notes = benchmark.load_peers(("torch", "deepspeed"), threads=1, need_deepspeed=True)
+    assert peers == []
+    assert notes == ["torch: not installed (pip install torch)",
+                     "deepspeed: not run (it needs torch: pip install torch deepspeed)"]
+
+
+def test_deepspeed_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", fake_torch())
+    monkeypatch.setitem(sys.modules, "deepspeed", None)
+    peers, notes = benchmark.load_peers(("deepspeed",), threads=1, need_deepspeed=True)
+    assert peers == [] and notes == ["deepspeed: not installed (pip install deepspeed)"]
+
+
+def test_deepspeed_build_failure_is_reported_not_raised(monkeypatch):
+    def failing_build(*arguments, **keywords):
+        print("ninja: build stopped: subcommand failed.")
+        raise RuntimeError("Error building extension 'cpu_adam'")
+
+    adam = fake_module("deepspeed.ops.adam", DeepSpeedCPUAdam=failing_build)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch())
+    monkeypatch.setitem(sys.modules, "deepspeed", fake_module("deepspeed", __version__="9.9"))
+    monkeypatch.setitem(sys.modules, "deepspeed.ops", fake_module("deepspeed.ops", adam=adam))
+    monkeypatch.setitem(sys.modules, "deepspeed.ops.adam", adam)
+    peers, notes = benchmark.load_peers(("deepspeed",), threads=1, need_deepspeed=True)
+    assert peers == []
+    assert notes == ["deepspeed 9.9: its CPU Adam op failed to build or load: RuntimeError: "
+                     "Error building extension 'cpu_adam' (build output ends: ninja: build "
+                     "stopped: subcommand failed.)"]
