@@ -1,4 +1,4 @@
-/* The engine: run-time SIMD dispatch, chunking, threads. No per-element math here. */
+/* The engine: run-time SIMD dispatch, splitting the work, threads. No per-element math. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -140,10 +140,10 @@ const char *fastopt_simd_name(int simd)
 /* ---- threads ------------------------------------------------------------------------------ */
 
 static int num_threads = 0;              /* 0: not yet read from OpenMP */
-/* Below this many elements in one update() the whole step runs on the calling thread: waking
- * the other threads costs more than it saves. Measured with `fastopt bench` on the 2-core
- * machine; see README. */
-static int64_t parallel_threshold = 65536;
+/* A step whose estimated single-thread time is below this runs on the calling thread: waking
+ * the other thread costs about 1-2 us here, so on the 2-core machine 2 threads start to win
+ * when one thread would take about 3 us, for every kernel (README, "Threads"). */
+static int64_t parallel_threshold = 3000000; /* picoseconds */
 
 int fastopt_openmp_enabled(void)
 {
@@ -176,67 +176,75 @@ int64_t fastopt_get_parallel_threshold(void)
     return parallel_threshold;
 }
 
-void fastopt_set_parallel_threshold(int64_t elements)
+void fastopt_set_parallel_threshold(int64_t picoseconds)
 {
-    parallel_threshold = elements < 0 ? 0 : elements;
+    parallel_threshold = picoseconds < 0 ? 0 : picoseconds;
 }
 
-/* ---- chunks and the step ------------------------------------------------------------------ */
+#define FO_COST_ROW(name, n_states, ps_f32, ps_f64) {ps_f32, ps_f64},
+static const int64_t element_cost[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
+    FASTOPT_FOR_EACH_KERNEL(FO_COST_ROW)};
 
-int64_t fastopt_count_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements)
+int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *sizes,
+                              const int *dtypes)
 {
-    int64_t count = 0;
+    int64_t cost = 0;
     for (int64_t t = 0; t < n_tensors; ++t)
-        count += (sizes[t] + chunk_elements - 1) / chunk_elements;
-    return count;
+        cost += sizes[t] * element_cost[kernel][dtypes[t]];
+    return cost;
 }
 
-int64_t fastopt_make_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements,
-                            fastopt_chunk *out)
+/* ---- the step ---------------------------------------------------------------------------- */
+
+/* Apply the kernel to the elements [begin, end) of the concatenated run. */
+static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, int64_t begin,
+                      int64_t end, const double *coefficients)
 {
-    int64_t count = 0;
-    for (int64_t t = 0; t < n_tensors; ++t) {
-        for (int64_t offset = 0; offset < sizes[t]; offset += chunk_elements) {
-            const int64_t rest = sizes[t] - offset;
-            out[count].tensor = t;
-            out[count].offset = offset;
-            out[count].length = rest < chunk_elements ? rest : chunk_elements;
-            ++count;
-        }
+    const int64_t *offset = plan->offset;
+    /* the tensor holding element begin: the last t with offset[t] <= begin */
+    int64_t low = 0, high = plan->n_tensors;
+    while (high - low > 1) {
+        const int64_t mid = low + (high - low) / 2;
+        if (offset[mid] <= begin)
+            low = mid;
+        else
+            high = mid;
     }
-    return count;
-}
-
-static void run_chunk(const fastopt_loop_fn *loops, const fastopt_plan *plan,
-                      const fastopt_chunk *chunk, const double *coefficients)
-{
-    const int64_t t = chunk->tensor;
-    const int dtype = plan->dtype[t];
-    const fastopt_loop_fn loop = loops[dtype];
-    const size_t itemsize = dtype == FASTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
-    const size_t offset = (size_t)chunk->offset * itemsize;
-    char *state0 = plan->state0 ? (char *)plan->state0[t] : NULL;
-    char *state1 = plan->state1 ? (char *)plan->state1[t] : NULL;
-    loop(chunk->length, (char *)plan->param[t] + offset, (const char *)plan->grad[t] + offset,
-         state0 ? state0 + offset : NULL, state1 ? state1 + offset : NULL, coefficients);
+    for (int64_t t = low; t < plan->n_tensors && offset[t] < end; ++t) {
+        const int64_t first = begin > offset[t] ? begin - offset[t] : 0;
+        const int64_t last = (end < offset[t + 1] ? end : offset[t + 1]) - offset[t];
+        if (last <= first)
+            continue;
+        const int dtype = plan->dtype[t];
+        const size_t skip = (size_t)first * (dtype == FASTOPT_FLOAT32 ? sizeof(float)
+                                                                      : sizeof(double));
+        char *state0 = plan->state0 ? (char *)plan->state0[t] + skip : NULL;
+        char *state1 = plan->state1 ? (char *)plan->state1[t] + skip : NULL;
+        loops[dtype](last - first, (char *)plan->param[t] + skip,
+                     (const char *)plan->grad[t] + skip, state0, state1, coefficients);
+    }
 }
 
 void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficients)
 {
     const fastopt_loop_fn *loops = loop_tables[fastopt_simd_active()][kernel];
-    const int64_t n_chunks = plan->n_chunks;
+    const int64_t total = plan->offset[plan->n_tensors];
 #ifdef _OPENMP
     const int threads = fastopt_get_num_threads();
-    if (threads > 1 && n_chunks > 1 && plan->total_elements >= parallel_threshold) {
-        /* One parallel region per step; static schedule gives each thread one contiguous
-         * stretch of chunks (and so of memory). Elements are independent, so the result does
-         * not depend on how they are split. */
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t c = 0; c < n_chunks; ++c)
-            run_chunk(loops, plan, &plan->chunks[c], coefficients);
+    if (threads > 1 && total > 1 && plan->cost >= parallel_threshold) {
+        /* One parallel region per step; each thread takes one contiguous, equal share of all
+         * the elements (across tensor boundaries), starting on a multiple of 16 elements so
+         * that neighbours rarely share a cache line. Elements are independent, so the result
+         * does not depend on how they are split. */
+#pragma omp parallel num_threads(threads)
+        {
+            const int64_t share = omp_get_num_threads(), me = omp_get_thread_num();
+            const int64_t begin = (total * me / share) & ~(int64_t)15;
+            const int64_t end = me + 1 == share ? total : (total * (me + 1) / share) & ~(int64_t)15;
+            run_range(loops, plan, begin, end, coefficients);
+        }
         return;
     }
 #endif
-    for (int64_t c = 0; c < n_chunks; ++c)
-        run_chunk(loops, plan, &plan->chunks[c], coefficients);
+    run_range(loops, plan, 0, total, coefficients);
 }

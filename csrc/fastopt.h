@@ -1,8 +1,7 @@
 /* fastopt: the C side of the optimizer kernels.
  *
- * Cython hands over a plan (pointer and length arrays for every tensor of an update() call, cut
- * into chunks once) and this step's coefficients in double; fastopt_run() applies one kernel to
- * all of it, on the SIMD path chosen at import and on the configured number of threads.
+ * Cython hands over a plan (pointer and length arrays for every tensor of an update() call)
+ * and this step's coefficients in double; fastopt_run() applies one kernel to all of it, on the SIMD path chosen at import and on the configured number of threads.
  * Kernels trust their inputs: all validation happens in Python before anything gets here.
  */
 #ifndef FASTOPT_H
@@ -14,22 +13,24 @@
 extern "C" {
 #endif
 
-/* The registry of kernels: name and number of state arrays. A new optimizer is one element
- * function in elementwise.h plus one line here. The traffic kernels read and write exactly the
- * bytes of an optimizer with 0, 1 or 2 state arrays with trivial arithmetic: the benchmark's
- * measure of what the memory system allows. */
+/* The registry of kernels: name, number of state arrays, and the single-thread cost of one
+ * element in picoseconds for float32 and float64 (measured in cache on the 2-core AMD EPYC
+ * machine, AVX2; only their size relative to the threshold matters, to decide on threads).
+ * A new optimizer is one element function in elementwise.h plus one line here. The traffic
+ * kernels read and write exactly the bytes of an optimizer with 0, 1 or 2 state arrays with
+ * trivial arithmetic: the benchmark's measure of what the memory system allows. */
 #define FASTOPT_FOR_EACH_KERNEL(X) \
-    X(sgd, 0)                      \
-    X(momentum, 1)                 \
-    X(nesterov, 1)                 \
-    X(adagrad, 1)                  \
-    X(rmsprop, 1)                  \
-    X(adam, 2)                     \
-    X(traffic0, 0)                 \
-    X(traffic1, 1)                 \
-    X(traffic2, 2)
+    X(sgd, 0, 100, 250)            \
+    X(momentum, 1, 190, 370)       \
+    X(nesterov, 1, 200, 400)       \
+    X(adagrad, 1, 360, 1100)       \
+    X(rmsprop, 1, 380, 1100)       \
+    X(adam, 2, 860, 1130)          \
+    X(traffic0, 0, 100, 250)       \
+    X(traffic1, 1, 190, 370)       \
+    X(traffic2, 2, 250, 500)
 
-#define FASTOPT_KERNEL_ENUM(name, n_states) FASTOPT_KERNEL_##name,
+#define FASTOPT_KERNEL_ENUM(name, n_states, ps_f32, ps_f64) FASTOPT_KERNEL_##name,
 enum { FASTOPT_FOR_EACH_KERNEL(FASTOPT_KERNEL_ENUM) FASTOPT_NUM_KERNELS };
 #undef FASTOPT_KERNEL_ENUM
 
@@ -41,17 +42,12 @@ enum { FASTOPT_FLOAT32 = 0, FASTOPT_FLOAT64 = 1, FASTOPT_NUM_DTYPES = 2 };
 /* SIMD paths, in increasing order of preference. */
 enum { FASTOPT_SIMD_BASELINE = 0, FASTOPT_SIMD_AVX2 = 1, FASTOPT_SIMD_AVX512 = 2, FASTOPT_NUM_SIMD = 3 };
 
-/* One contiguous run of elements of one tensor: the unit of work a thread takes. */
+/* Every tensor of one update(), seen as one concatenated run of elements: tensor t holds the
+ * elements [offset[t], offset[t + 1]). Threads split that run into equal contiguous ranges. */
 typedef struct {
-    int64_t tensor;
-    int64_t offset; /* in elements */
-    int64_t length; /* in elements */
-} fastopt_chunk;
-
-typedef struct {
-    int64_t n_chunks;
-    const fastopt_chunk *chunks;
-    int64_t total_elements;
+    int64_t n_tensors;
+    const int64_t *offset; /* n_tensors + 1 prefix sums of the sizes */
+    int64_t cost;          /* estimated single-thread time in picoseconds: decides on threads */
     /* per tensor; state pointers may be NULL when the kernel has fewer states */
     const int *dtype; /* FASTOPT_FLOAT32 or FASTOPT_FLOAT64 */
     void *const *param;
@@ -60,11 +56,9 @@ typedef struct {
     void *const *state1;
 } fastopt_plan;
 
-/* Cut tensors of the given sizes into chunks of at most chunk_elements. Returns the number of
- * chunks written to out (which has room for fastopt_count_chunks() entries). */
-int64_t fastopt_count_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements);
-int64_t fastopt_make_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements,
-                            fastopt_chunk *out);
+/* The estimated single-thread time of one step of kernel over these tensors, in picoseconds. */
+int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *sizes,
+                              const int *dtypes);
 
 /* Apply one kernel to the whole plan. Safe to call without the GIL. */
 void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficients);
@@ -81,8 +75,10 @@ const char *fastopt_simd_name(int simd);
 int fastopt_openmp_enabled(void);
 int fastopt_get_num_threads(void);
 void fastopt_set_num_threads(int n); /* n >= 1 */
+/* Steps estimated to take less than this many picoseconds on one thread run on the calling
+ * thread. */
 int64_t fastopt_get_parallel_threshold(void);
-void fastopt_set_parallel_threshold(int64_t elements);
+void fastopt_set_parallel_threshold(int64_t picoseconds);
 
 #ifdef __cplusplus
 }

@@ -85,11 +85,11 @@
             name##_element_##SFX(&k, g[i], &p[i], &s0[i], &s1[i]);                            \
     }
 
-#define FO_DEFINE_LOOPS(name, n_states)            \
+#define FO_DEFINE_LOOPS(name, n_states, ps_f32, ps_f64)            \
     FO_DEFINE_LOOP_##n_states(name, float, f32)    \
     FO_DEFINE_LOOP_##n_states(name, double, f64)
 FASTOPT_FOR_EACH_KERNEL(FO_DEFINE_LOOPS)
 
-#define FO_TABLE_ROW(name, n_states) {name##_loop_f32, name##_loop_f64},
+#define FO_TABLE_ROW(name, n_states, ps_f32, ps_f64) {name##_loop_f32, name##_loop_f64},
 const fastopt_loop_fn FASTOPT_LOOP_TABLE[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
     FASTOPT_FOR_EACH_KERNEL(FO_TABLE_ROW)};

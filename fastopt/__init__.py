@@ -51,7 +51,8 @@ def set_num_threads(n):
 def build_info():
     """How this fastopt was built and what it runs on: a dict with version, compiler, flags,
     simd (the path in use), simd_compiled, simd_available, openmp, threads and
-    parallel_threshold (elements per update() below which one thread is used)."""
+    parallel_threshold_ps (a step estimated to take less than this many picoseconds on one
+    thread runs on one thread)."""
     try:
         from . import _build_config as config
         compiler, flags = config.compiler, list(config.flags)
@@ -66,7 +67,7 @@ def build_info():
         "simd_available": _kernels.simd_supported(),
         "openmp": _kernels.openmp_enabled(),
         "threads": _kernels.get_num_threads(),
-        "parallel_threshold": _kernels.get_parallel_threshold(),
+        "parallel_threshold_ps": _kernels.get_parallel_threshold(),
     }
 
 

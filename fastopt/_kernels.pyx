@@ -36,24 +36,18 @@ cdef extern from "fastopt.h" nogil:
         FASTOPT_MAX_COEFFICIENTS
         FASTOPT_NUM_SIMD
 
-    ctypedef struct fastopt_chunk:
-        int64_t tensor
-        int64_t offset
-        int64_t length
-
     ctypedef struct fastopt_plan:
-        int64_t n_chunks
-        const fastopt_chunk *chunks
-        int64_t total_elements
+        int64_t n_tensors
+        const int64_t *offset
+        int64_t cost
         const int *dtype
         void **param
         const void **grad
         void **state0
         void **state1
 
-    int64_t fastopt_count_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements)
-    int64_t fastopt_make_chunks(int64_t n_tensors, const int64_t *sizes, int64_t chunk_elements,
-                                fastopt_chunk *out)
+    int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *sizes,
+                                  const int *dtypes)
     void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficients)
     int fastopt_simd_compiled(int simd)
     int fastopt_simd_supported(int simd)
@@ -80,11 +74,6 @@ KERNELS = {
     "traffic1": (FASTOPT_KERNEL_traffic1, 1),
     "traffic2": (FASTOPT_KERNEL_traffic2, 2),
 }
-
-# Elements per unit of work for a thread: 128 KiB of float32 per array, small enough to balance
-# two threads on a 1M-element step, large enough that the per-chunk call is noise.
-CHUNK_ELEMENTS = 32768
-
 
 # ---- SIMD and threads --------------------------------------------------------------------------
 
@@ -139,8 +128,10 @@ def get_parallel_threshold():
     return fastopt_get_parallel_threshold()
 
 
-def set_parallel_threshold(int64_t elements):
-    fastopt_set_parallel_threshold(elements)
+def set_parallel_threshold(int64_t picoseconds):
+    """Steps estimated to take less than this on one thread run on one thread (0: every step
+    with more than one element is split)."""
+    fastopt_set_parallel_threshold(picoseconds)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -201,7 +192,7 @@ cdef class Plan:
     cdef Py_ssize_t *dims
     cdef Py_ssize_t *dim_start
     cdef int64_t *sizes
-    cdef fastopt_chunk *chunks
+    cdef int64_t *offsets       # prefix sums of sizes: the plan's concatenated element run
     cdef fastopt_plan plan
     cdef uintptr_t *written_low  # sorted byte ranges of everything the kernel writes
     cdef uintptr_t *written_high
@@ -220,7 +211,7 @@ cdef class Plan:
         self.dims = NULL
         self.dim_start = NULL
         self.sizes = NULL
-        self.chunks = NULL
+        self.offsets = NULL
         self.written_low = NULL
         self.written_high = NULL
         self.busy = False
@@ -237,7 +228,7 @@ cdef class Plan:
         PyMem_Free(self.dims)
         PyMem_Free(self.dim_start)
         PyMem_Free(self.sizes)
-        PyMem_Free(self.chunks)
+        PyMem_Free(self.offsets)
         PyMem_Free(self.written_low)
         PyMem_Free(self.written_high)
 
@@ -323,17 +314,15 @@ cdef class Plan:
                 self.state1_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>group[1])
             self.grad_ptr[i] = NULL
 
-        cdef int64_t n_chunks = fastopt_count_chunks(n, self.sizes, CHUNK_ELEMENTS)
-        self.chunks = <fastopt_chunk *>PyMem_Malloc(max(n_chunks, 1) * sizeof(fastopt_chunk))
-        if self.chunks == NULL:
+        self.offsets = <int64_t *>PyMem_Malloc((n + 1) * sizeof(int64_t))
+        if self.offsets == NULL:
             raise MemoryError()
-        fastopt_make_chunks(n, self.sizes, CHUNK_ELEMENTS, self.chunks)
-        cdef int64_t total = 0
+        self.offsets[0] = 0
         for i in range(n):
-            total += self.sizes[i]
-        self.plan.n_chunks = n_chunks
-        self.plan.chunks = self.chunks
-        self.plan.total_elements = total
+            self.offsets[i + 1] = self.offsets[i] + self.sizes[i]
+        self.plan.n_tensors = n
+        self.plan.offset = self.offsets
+        self.plan.cost = fastopt_estimate_cost(self.kernel_id, n, self.sizes, self.dtypes)
         self.plan.dtype = self.dtypes
         self.plan.param = self.param_ptr
         self.plan.grad = self.grad_ptr

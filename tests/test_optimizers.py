@@ -117,6 +117,32 @@ def test_bit_for_bit_large_arrays_threads(name, dtype, simd, threads):
     assert_state_bitwise_equal(ours, theirs)
 
 
+@pytest.mark.skipif(len(THREADS) < 2, reason="serial build")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", NAMES)
+def test_bit_for_bit_when_every_step_is_split_between_threads(name, dtype, simd):
+    """Threshold 0: even the smallest step is split, so thread boundaries fall inside tiny
+    tensors, between tensors, and on every shape family; and 3 threads on 2 cores."""
+    from fastopt import _kernels
+
+    previous = (fastopt.get_num_threads(), _kernels.get_parallel_threshold())
+    try:
+        _kernels.set_parallel_threshold(0)
+        for threads in (2, 3):
+            fastopt.set_num_threads(threads)
+            rng = np.random.default_rng(threads)
+            params = make_params(rng, dtype)
+            params.update({f"small{i}": rng.standard_normal(i % 37 + 1).astype(dtype)
+                           for i in range(60)})
+            ours, theirs, expected = run_both(name, {}, params, 30, rng)
+            for key in params:
+                assert_bitwise_equal(params[key], expected[key], f"{name} {threads} {key}")
+            assert_state_bitwise_equal(ours, theirs)
+    finally:
+        fastopt.set_num_threads(previous[0])
+        _kernels.set_parallel_threshold(previous[1])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("name", NAMES)
 def test_nonfinite_and_extreme_gradients_propagate_as_reference(name, dtype, simd):

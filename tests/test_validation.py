@@ -300,7 +300,7 @@ def test_set_num_threads_rejects_bad_values(bad):
 def test_build_info():
     info = fastopt.build_info()
     assert set(info) >= {"version", "compiler", "flags", "simd", "simd_compiled",
-                         "simd_available", "openmp", "threads", "parallel_threshold"}
+                         "simd_available", "openmp", "threads", "parallel_threshold_ps"}
     assert info["version"] == fastopt.__version__
     assert info["simd"] in info["simd_available"]
     assert not any("march=native" in flag or "fast-math" in flag for flag in info["flags"])
