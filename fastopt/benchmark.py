@@ -1,7 +1,7 @@
 """`fastopt bench`: time every optimizer against NumPy, the peers and this machine's memory ceiling.
 
-Run it as ``fastopt bench`` or ``python -m fastopt bench`` (``--help`` lists the options; ``--quick``
-for a one-minute look). For each case (an optimizer, a dtype and a workload: one array of n
+Run it as ``fastopt bench`` or ``python -m fastopt bench`` (``--help`` lists the options;
+``--quick`` for a one-minute look). For each case (an optimizer, a dtype and a workload: one array of n
 elements, or a model's dict of arrays) it measures, interleaved within the case:
 
 - fastopt: ``getattr(fastopt, name)().update(params, grads)``;
@@ -654,10 +654,9 @@ def print_header(info, out):
     build = info["fastopt"]
     print(f"fastopt {build['version']} bench: {info['cpu']}, {info['cores']} cores; "
           f"Python {info['python']}, NumPy {info['numpy']}", file=out)
-    print(f"build: {build['compiler']} {' '.join(build['flags'])}; SIMD {build['simd']} "
-          f"(compiled {', '.join(build['simd_compiled'])}; this CPU runs "
-          f"{', '.join(build['simd_available'])}); OpenMP {build['openmp']}; "
-          f"{info['threads']} threads above {build['parallel_threshold']} elements", file=out)
+    # Every key build_info() has, whatever they are (they change as the build does).
+    print("build: " + "; ".join(f"{key} {_format_build_value(value)}"
+                                for key, value in build.items() if key != "version"), file=out)
     for note in info["peers"]:
         print(f"peer {note}", file=out)
     load = info["load_average"]
@@ -669,6 +668,10 @@ def print_header(info, out):
           "time; xNAME = NAME's time / fastopt's; limit = TrafficLimit kernel (same bytes, "
           "trivial math); %limit = fastopt's GB/s as a share of the limit's; others = share of "
           "the machine's CPU taken by other processes during the case", file=out)
+
+
+def _format_build_value(value):
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 TABLE_COLUMNS = (  # (implementation it needs or None, heading, width, CaseResult -> text)

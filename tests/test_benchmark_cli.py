@@ -34,7 +34,7 @@ def test_table_and_json(tmp_path, capsys):
     assert main(TINY + ["--json", str(json_path)]) == 0
     output = capsys.readouterr().out
     assert f"fastopt {fastopt.__version__} bench" in output
-    assert "NumPy" in output and "SIMD" in output
+    assert "NumPy" in output and "simd_available" in output
     header = next(line for line in output.splitlines() if line.startswith("optimizer"))
     assert header.split() == ["optimizer", "dtype", "case", "elements", "fastopt", "GB/s",
                               "numpy", "xnumpy", "limit", "GB/s", "%limit", "others"]
