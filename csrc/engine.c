@@ -181,6 +181,18 @@ void fastopt_set_parallel_threshold(int64_t picoseconds)
     parallel_threshold = picoseconds < 0 ? 0 : picoseconds;
 }
 
+static int thread_backoff = 1;
+
+int fastopt_get_thread_backoff(void)
+{
+    return thread_backoff;
+}
+
+void fastopt_set_thread_backoff(int enabled)
+{
+    thread_backoff = enabled != 0;
+}
+
 #define FO_COST_ROW(name, n_states, ps_f32, ps_f64) {ps_f32, ps_f64},
 static const int64_t element_cost[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
     FASTOPT_FOR_EACH_KERNEL(FO_COST_ROW)};
@@ -225,13 +237,22 @@ static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, in
     }
 }
 
-void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficients)
+/* Longest run of single-threaded steps after threads were slow, before trying them again. */
+#define FASTOPT_MAX_BACKOFF 1024
+
+void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
 {
     const fastopt_loop_fn *loops = loop_tables[fastopt_simd_active()][kernel];
     const int64_t total = plan->offset[plan->n_tensors];
 #ifdef _OPENMP
     const int threads = fastopt_get_num_threads();
     if (threads > 1 && total > 1 && plan->cost >= parallel_threshold) {
+        if (plan->serial_steps_left > 0 && thread_backoff) {
+            --plan->serial_steps_left;
+            run_range(loops, plan, 0, total, coefficients);
+            return;
+        }
+        const double start = omp_get_wtime();
         /* One parallel region per step; each thread takes one contiguous, equal share of all
          * the elements (across tensor boundaries), starting on a multiple of 16 elements so
          * that neighbours rarely share a cache line. Elements are independent, so the result
@@ -242,6 +263,20 @@ void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficient
             const int64_t begin = (total * me / share) & ~(int64_t)15;
             const int64_t end = me + 1 == share ? total : (total * (me + 1) / share) & ~(int64_t)15;
             run_range(loops, plan, begin, end, coefficients);
+        }
+        /* A region ends when its slowest thread does. When the other cores are busy (or a
+         * sleeping worker is slow to wake) that can take milliseconds, far longer than one
+         * thread alone would have: then run this plan on one thread for a while, doubling the
+         * while each time threads are slow again, so a loaded machine costs at most a few slow
+         * steps. */
+        const double elapsed_ps = (omp_get_wtime() - start) * 1e12;
+        if (elapsed_ps > (double)plan->cost) {
+            plan->backoff = plan->backoff ? plan->backoff * 2 : 1;
+            if (plan->backoff > FASTOPT_MAX_BACKOFF)
+                plan->backoff = FASTOPT_MAX_BACKOFF;
+            plan->serial_steps_left = plan->backoff;
+        } else {
+            plan->backoff = 0;
         }
         return;
     }

@@ -54,14 +54,18 @@ typedef struct {
     const void *const *grad;
     void *const *state0;
     void *const *state1;
+    /* fastopt_run's memory of how threads fared on this plan (start both at 0) */
+    int32_t serial_steps_left; /* run this many more steps on one thread */
+    int32_t backoff;           /* steps to stay serial the next time threads are slow */
 } fastopt_plan;
 
 /* The estimated single-thread time of one step of kernel over these tensors, in picoseconds. */
 int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *sizes,
                               const int *dtypes);
 
-/* Apply one kernel to the whole plan. Safe to call without the GIL. */
-void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficients);
+/* Apply one kernel to the whole plan. Safe to call without the GIL, but not on one plan from
+ * two threads at once (it updates the plan's thread back-off). */
+void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients);
 
 /* SIMD dispatch. */
 int fastopt_simd_compiled(int simd);  /* 1 if this build contains the path */
@@ -79,6 +83,11 @@ void fastopt_set_num_threads(int n); /* n >= 1 */
  * thread. */
 int64_t fastopt_get_parallel_threshold(void);
 void fastopt_set_parallel_threshold(int64_t picoseconds);
+/* 1 (default): after a threaded step that took longer than one thread would have, run that
+ * plan on one thread for a while (see fastopt_run). 0: always use threads above the
+ * threshold (tests use this to force every split). */
+int fastopt_get_thread_backoff(void);
+void fastopt_set_thread_backoff(int enabled);
 
 #ifdef __cplusplus
 }

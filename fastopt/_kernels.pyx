@@ -45,10 +45,12 @@ cdef extern from "fastopt.h" nogil:
         const void **grad
         void **state0
         void **state1
+        int serial_steps_left
+        int backoff
 
     int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *sizes,
                                   const int *dtypes)
-    void fastopt_run(int kernel, const fastopt_plan *plan, const double *coefficients)
+    void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
     int fastopt_simd_compiled(int simd)
     int fastopt_simd_supported(int simd)
     int fastopt_simd_best()
@@ -60,6 +62,8 @@ cdef extern from "fastopt.h" nogil:
     void fastopt_set_num_threads(int n)
     int64_t fastopt_get_parallel_threshold()
     void fastopt_set_parallel_threshold(int64_t elements)
+    int fastopt_get_thread_backoff()
+    void fastopt_set_thread_backoff(int enabled)
 
 
 # name -> (kernel id, number of state arrays)
@@ -132,6 +136,16 @@ def set_parallel_threshold(int64_t picoseconds):
     """Steps estimated to take less than this on one thread run on one thread (0: every step
     with more than one element is split)."""
     fastopt_set_parallel_threshold(picoseconds)
+
+
+def get_thread_backoff():
+    return bool(fastopt_get_thread_backoff())
+
+
+def set_thread_backoff(bint enabled):
+    """Whether a plan whose threaded step was slower than one thread runs on one thread for a
+    while (default True)."""
+    fastopt_set_thread_backoff(enabled)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -323,6 +337,8 @@ cdef class Plan:
         self.plan.n_tensors = n
         self.plan.offset = self.offsets
         self.plan.cost = fastopt_estimate_cost(self.kernel_id, n, self.sizes, self.dtypes)
+        self.plan.serial_steps_left = 0
+        self.plan.backoff = 0
         self.plan.dtype = self.dtypes
         self.plan.param = self.param_ptr
         self.plan.grad = self.grad_ptr

@@ -122,14 +122,18 @@ def test_bit_for_bit_large_arrays_threads(name, dtype, simd, threads):
 @pytest.mark.parametrize("name", NAMES)
 def test_bit_for_bit_when_every_step_is_split_between_threads(name, dtype, simd):
     """Threshold 0: even the smallest step is split, so thread boundaries fall inside tiny
-    tensors, between tensors, and on every shape family; and 3 threads on 2 cores."""
+    tensors, between tensors, and on every shape family; 3 threads on 2 cores; and with the
+    back-off on, which here (tiny steps always take longer than their estimate) switches
+    between threaded and single-threaded steps mid-run."""
     from fastopt import _kernels
 
-    previous = (fastopt.get_num_threads(), _kernels.get_parallel_threshold())
+    previous = (fastopt.get_num_threads(), _kernels.get_parallel_threshold(),
+                _kernels.get_thread_backoff())
     try:
         _kernels.set_parallel_threshold(0)
-        for threads in (2, 3):
+        for threads, backoff in ((2, False), (3, False), (2, True)):
             fastopt.set_num_threads(threads)
+            _kernels.set_thread_backoff(backoff)
             rng = np.random.default_rng(threads)
             params = make_params(rng, dtype)
             params.update({f"small{i}": rng.standard_normal(i % 37 + 1).astype(dtype)
@@ -141,6 +145,7 @@ def test_bit_for_bit_when_every_step_is_split_between_threads(name, dtype, simd)
     finally:
         fastopt.set_num_threads(previous[0])
         _kernels.set_parallel_threshold(previous[1])
+        _kernels.set_thread_backoff(previous[2])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
