@@ -94,10 +94,12 @@ class Optimizer:
     _state_names = ()
     _hyperparameters = ()
 
-    def __init__(self):
+    def __init__(self, **hyperparameters):
         self._state = None  # {state name: {key: array}}, created at the first update()
         self._step = 0
         self._plan = None
+        for name, value in hyperparameters.items():
+            setattr(self, name, value)  # validated by the _Hyperparameter descriptors
 
     # ---- the hot path ------------------------------------------------------------------------
 
@@ -349,14 +351,26 @@ class SGD(Optimizer):
     lr = _Hyperparameter(_check_learning_rate)
 
     def __init__(self, lr=0.01):
-        super().__init__()
-        self.lr = lr
+        super().__init__(lr=lr)
 
     def _coefficients(self, step):
         return (self._lr,)
 
 
-class Momentum(Optimizer):
+class _VelocityOptimizer(Optimizer):
+    """What Momentum and Nesterov share: lr, momentum and the velocity state v."""
+
+    _state_names = ("v",)
+    _hyperparameters = ("lr", "momentum")
+    lr = _Hyperparameter(_check_learning_rate)
+    momentum = _Hyperparameter(_check_unit_interval)
+    v = _state_view("v")
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        super().__init__(lr=lr, momentum=momentum)
+
+
+class Momentum(_VelocityOptimizer):
     """Momentum SGD: v = momentum*v - lr*grads; params += v (v starts at 0).
 
     lr: learning rate, folded into the velocity as in the seeds (default 0.01).
@@ -364,22 +378,12 @@ class Momentum(Optimizer):
     """
 
     _kernel = "momentum"
-    _state_names = ("v",)
-    _hyperparameters = ("lr", "momentum")
-    lr = _Hyperparameter(_check_learning_rate)
-    momentum = _Hyperparameter(_check_unit_interval)
-    v = _state_view("v")
-
-    def __init__(self, lr=0.01, momentum=0.9):
-        super().__init__()
-        self.lr = lr
-        self.momentum = momentum
 
     def _coefficients(self, step):
         return (self._momentum, self._lr)
 
 
-class Nesterov(Optimizer):
+class Nesterov(_VelocityOptimizer):
     """Nesterov's accelerated gradient, in the seeds' formulation:
     v = momentum*v - lr*grads; params += momentum**2 * v - (1 + momentum) * lr * grads.
 
@@ -387,16 +391,6 @@ class Nesterov(Optimizer):
     """
 
     _kernel = "nesterov"
-    _state_names = ("v",)
-    _hyperparameters = ("lr", "momentum")
-    lr = _Hyperparameter(_check_learning_rate)
-    momentum = _Hyperparameter(_check_unit_interval)
-    v = _state_view("v")
-
-    def __init__(self, lr=0.01, momentum=0.9):
-        super().__init__()
-        self.lr = lr
-        self.momentum = momentum
 
     def _coefficients(self, step):
         momentum, lr = self._momentum, self._lr
@@ -416,8 +410,7 @@ class AdaGrad(Optimizer):
     h = _state_view("h")
 
     def __init__(self, lr=0.01):
-        super().__init__()
-        self.lr = lr
+        super().__init__(lr=lr)
 
     def _coefficients(self, step):
         return (self._lr, EPSILON)
@@ -437,9 +430,7 @@ class RMSprop(Optimizer):
     h = _state_view("h")
 
     def __init__(self, lr=0.01, decay_rate=0.99):
-        super().__init__()
-        self.lr = lr
-        self.decay_rate = decay_rate
+        super().__init__(lr=lr, decay_rate=decay_rate)
 
     def _coefficients(self, step):
         decay_rate = self._decay_rate
@@ -465,10 +456,7 @@ class Adam(Optimizer):
     v = _state_view("v")
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        super().__init__()
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
+        super().__init__(lr=lr, beta1=beta1, beta2=beta2)
 
     @property
     def iter(self):
