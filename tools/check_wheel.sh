@@ -277,7 +277,7 @@ check_cpu() {  # check_cpu NAME CPU EXPECTED_SIMD EXPECTED_AVAILABLE PYTEST_FILT
     (cd "$WORK/run-qemu" && emulated "$cpu" -m pytest tests -p no:cacheprovider \
         --import-mode=importlib -q -k "$filter" -rs) > "$log" 2>&1 || rc=$?
     tail -5 "$log"
-    [ $rc -eq 0 ] || fail "pytest under $name exited $rc (log: $log)"
+    [ $rc -eq 0 ] || fail "pytest under $name: $(pytest_counts "$log") (exit $rc, log: $log)"
     fact "$name: simd=$simd, available=$available; pytest -k '$filter': $(pytest_counts "$log") ($(grep -aoE 'in [0-9.]+s' "$log" | tail -1 | cut -c4-))"
 }
 
@@ -391,7 +391,7 @@ stage_nocc() {
         python -m pytest tests -p no:cacheprovider --import-mode=importlib -q -rs) > "$log" 2>&1 \
         || rc=$?
     tail -15 "$log"
-    [ $rc -eq 0 ] || fail "test suite against the installed wheel exited $rc (log: $log)"
+    [ $rc -eq 0 ] || fail "test suite against the installed wheel: $(pytest_counts "$log") (log: $log)"
     fact "installed wheel, no compiler: $(head -1 "$log"); full suite: $(pytest_counts "$log")"
 }
 
@@ -408,7 +408,7 @@ stage_sdist() {
         "$WORK/venv-sdist/bin/python" -m pytest tests -p no:cacheprovider --import-mode=importlib \
         -q -k "bit_for_bit and not large") > "$log" 2>&1 || rc=$?
     tail -5 "$log"
-    [ $rc -eq 0 ] || fail "tests of the sdist-built install exited $rc (log: $log)"
+    [ $rc -eq 0 ] || fail "tests of the sdist-built install: $(pytest_counts "$log") (log: $log)"
     fact "pip install of the sdist compiled; $(head -1 "$log"); quick tests: $(pytest_counts "$log")"
 }
 
