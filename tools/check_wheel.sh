@@ -452,6 +452,17 @@ stage_matrix() {
         fact "$platform: $(echo $got)"
     done
     fact "$total wheels in all"
+    # What each kind of build gets (cibuildwheel's own resolution of pyproject.toml; its internal
+    # API, so informational only).
+    (cd "$WORK/src" && "$TOOLS/bin/python" - <<'PYTHON' || echo "(could not resolve the options)"
+from cibuildwheel.options import CommandLineArguments, compute_options
+for platform, identifier in [("linux", "cp312-manylinux_x86_64"), ("linux", "cp312-musllinux_x86_64"),
+                             ("macos", "cp312-macosx_arm64"), ("windows", "cp312-win_amd64")]:
+    o = compute_options(platform, CommandLineArguments.defaults(), env={}).build_options(identifier)
+    print(f"{identifier}: environment {o.environment}; test extras [{o.test_extras.strip('[]')}]"
+          f" requires {o.test_requires}; repair: {o.repair_command}")
+PYTHON
+    )
 }
 
 # ---- main ------------------------------------------------------------------------------------
