@@ -276,8 +276,8 @@ cdef class Plan:
         self.typenums = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
         self.dim_start = <Py_ssize_t *>PyMem_Malloc(max(n, 1) * sizeof(Py_ssize_t))
         self.dims = <Py_ssize_t *>PyMem_Malloc(max(total_dims, 1) * sizeof(Py_ssize_t))
-        if (self.ndims == NULL or self.dtypes == NULL or self.typenums == NULL or self.dim_start == NULL or self.dims == NULL
-                or self.param_ptr == NULL or self.grad_ptr == NULL or self.param_data == NULL
+        if (self.ndims == NULL or self.dtypes == NULL or self.typenums == NULL
+                or self.dim_start == NULL or self.dims == NULL or self.param_ptr == NULL or self.grad_ptr == NULL or self.param_data == NULL
                 or self.sizes == NULL or (self.n_states >= 1 and self.state0_ptr == NULL)
                 or (self.n_states >= 2 and self.state1_ptr == NULL)):
             raise MemoryError()
@@ -308,9 +308,11 @@ cdef class Plan:
                 fortran = (not cnp.PyArray_IS_C_CONTIGUOUS(p)) and cnp.PyArray_IS_F_CONTIGUOUS(p)
             for j in range(self.n_states):
                 s = group[j]
-                if not _direct(s, fortran) or cnp.PyArray_TYPE(s) != self.typenums[i]:
+                # kernels trust the plan: a state array of another size would be overrun
+                if (not _direct(s, fortran) or cnp.PyArray_TYPE(s) != self.typenums[i]
+                        or cnp.PyArray_SIZE(s) != cnp.PyArray_SIZE(p)):
                     raise ValueError("state arrays must be contiguous, aligned and of the "
-                                     "parameter's dtype")
+                                     "parameter's dtype and size")
             self.orders.append(fortran)
             if _direct(p, fortran):
                 target = p
