@@ -87,7 +87,8 @@ def test_unknown_optimizer_exits_2_with_message():
     (["--workloads", "single,cnn"], "unknown workload 'cnn'"),
     (["--peers", "jax"], "unknown peer 'jax'"),
     (["--dtype", "float16"], "invalid choice: 'float16'"),
-    (["--threads", "0"], "expected a number > 0"),
+    (["--threads", "0"], "expected a number > 0, got '0'"),
+    (["--retries", "-1"], "expected a number >= 0, got '-1'"),
 ])
 def test_bad_option_exits_2(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -152,3 +153,14 @@ def test_deepspeed_build_failure_is_reported_not_raised(monkeypatch):
     assert notes == ["deepspeed 9.9: its CPU Adam op failed to build or load: RuntimeError: "
                      "Error building extension 'cpu_adam' (build output ends: ninja: build "
                      "stopped: subcommand failed.)"]
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--optimizers", "--dtype", "--sizes", "--workloads", "--peers", "--threads",
+                   "--simd", "--repeat", "--min-time", "--retries", "--quick", "--json",
+                   "--plot"):
+        assert option in help_text
