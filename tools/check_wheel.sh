@@ -251,7 +251,7 @@ install_wheel() {  # install_wheel VENV: the repaired wheel with its test extra,
     local repaired
     repaired=$(ls "$WORK"/wheelhouse/*.whl)
     new_venv "$1"
-    "$1/bin/python" -m pip install -q --only-binary=:all: "$repaired[test]"
+    "$1/bin/python" -m pip install -q --only-binary=:all: "${repaired}[test]"
 }
 
 emulated() {  # emulated CPU ARGS...: run the test venv's python on an emulated CPU
@@ -400,7 +400,7 @@ stage_sdist() {
     sdist=$(ls "$WORK"/dist/*.tar.gz)
     new_venv "$WORK/venv-sdist"
     # pip builds it in an isolated environment (setuptools, Cython, numpy from the index).
-    "$WORK/venv-sdist/bin/python" -m pip install -q "$sdist[test]"
+    "$WORK/venv-sdist/bin/python" -m pip install -q "${sdist}[test]"
     copy_tests "$WORK/run-sdist"
     log=$LOGS/pytest-sdist.log
     local rc=0
