@@ -181,7 +181,7 @@ stage_source() {
         (cd "$SOURCE" && git ls-files -z --cached --others --exclude-standard \
             | while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done \
             | xargs -0 cp --parents -t "$WORK/src")
-        fact "source: $SOURCE at $(git -C "$SOURCE" rev-parse --short HEAD)$(
+        fact "$SOURCE at $(git -C "$SOURCE" rev-parse --short HEAD)$(
             [ -z "$(git -C "$SOURCE" status --porcelain)" ] || echo ' plus uncommitted changes')"
     else
         cp -r "$SOURCE/." "$WORK/src"
