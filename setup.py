@@ -137,7 +137,8 @@ extension = Extension(
     sources=["fastopt/_kernels.pyx", "csrc/engine.c", "csrc/loops_baseline.c"],
     include_dirs=["csrc", numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    depends=["csrc/fastopt.h", "csrc/internal.h", "csrc/loops.h", "csrc/elementwise.h"],
+    depends=["csrc/fastopt.h", "csrc/internal.h", "csrc/loops.h", "csrc/elementwise.h",
+             "csrc/loops_avx2.c", "csrc/loops_avx512.c"],
 )
 
 setup(
