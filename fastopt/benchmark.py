@@ -1,8 +1,8 @@
 """`fastopt bench`: time every optimizer against NumPy, the peers and this machine's memory ceiling.
 
 Run it as ``fastopt bench`` or ``python -m fastopt bench`` (``--help`` lists the options;
-``--quick`` for a one-minute look). For each case (an optimizer, a dtype and a workload: one array of n
-elements, or a model's dict of arrays) it measures, interleaved within the case:
+``--quick`` for a one-minute look). For each case (an optimizer, a dtype and a workload: one
+array of n elements, or a model's dict of arrays) it measures, interleaved within the case:
 
 - fastopt: ``getattr(fastopt, name)().update(params, grads)``;
 - numpy: the same class from ``fastopt.reference`` (the seeds' pure-NumPy code), the baseline;
@@ -21,10 +21,11 @@ project's performance targets, met or not, with the ratios. ``--json`` writes ev
 ``--plot`` draws GB/s against size with the ceiling.
 
 Timing: time.perf_counter around batches of calls (a batch lasts about BATCH_SECONDS, or one call
-when a call is longer), after warm-up calls; implementations take turns batch by batch, in a
-rotating order, until the case has run --repeat rounds and --min-time seconds; the median batch
-mean is reported. Each implementation updates its own copies of the arrays; the gradients are
-the same every step (a step does not change them).
+when a call is longer), after warm-up calls; implementations take turns round by round, in a
+rotating order (a fast one runs several batches per round while a slow one runs one), until the
+case has run --repeat rounds and --min-time seconds; the median batch mean is reported. Each
+implementation updates its own copies of the arrays; the gradients are the same every step (a
+step does not change them).
 
 The pytest-benchmark suite in bench/ uses the same workloads and implementations (see
 bench/README.md): ``pytest bench/``.
@@ -62,6 +63,7 @@ QUICK_MIN_TIME = 0.15
 DEFAULT_REPEAT = 5  # rounds per case at least (each implementation runs one batch per round)
 QUICK_REPEAT = 3
 BATCH_SECONDS = 0.004  # target length of one timed batch of calls
+MAX_BATCHES_PER_ROUND = 8  # batches a fast implementation runs per round, at most
 WARMUP_CALLS = 2  # untimed calls before calibration (the first one creates the state)
 BUSY_LOAD = 0.5  # a 1-minute load average from this on before the run earns a warning
 BUSY_SHARE = 0.05  # other processes' share of the CPU during the run that earns a warning
@@ -390,19 +392,25 @@ def measure(steps, min_time, repeat):
     """Time each callable of `steps` ({name: callable doing one update}) interleaved.
 
     Each is called WARMUP_CALLS times, then once more timed to choose its batch size (calls
-    lasting about BATCH_SECONDS together). Then rounds: each runs one timed batch, in an order
-    rotating from round to round, until `repeat` rounds and `min_time` seconds have passed.
-    Returns {name: Timing}.
+    lasting about BATCH_SECONDS together). Then rounds, in an order rotating from round to
+    round: in each, every implementation runs its batches back to back, as many as fit in the
+    slowest implementation's batch (at most MAX_BATCHES_PER_ROUND), so that the fast ones
+    collect many samples while a slow one (NumPy at 1e7) runs few calls. Rounds go on until
+    `repeat` rounds and `min_time` seconds have passed. Returns {name: Timing}.
     """
     names = list(steps)
-    batch = {}
+    calls_per_batch, batch_seconds = {}, {}
     for name in names:
         for _ in range(WARMUP_CALLS):
             steps[name]()
         start = time.perf_counter()
         steps[name]()
-        one_call = time.perf_counter() - start
-        batch[name] = max(1, int(BATCH_SECONDS / max(one_call, 1e-9)))
+        one_call = max(time.perf_counter() - start, 1e-9)
+        calls_per_batch[name] = max(1, int(BATCH_SECONDS / one_call))
+        batch_seconds[name] = calls_per_batch[name] * one_call
+    slowest = max(batch_seconds.values())
+    batches_per_round = {name: min(MAX_BATCHES_PER_ROUND, max(1, round(slowest / seconds)))
+                         for name, seconds in batch_seconds.items()}
     samples = {name: [] for name in names}
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -412,16 +420,17 @@ def measure(steps, min_time, repeat):
         while rounds < repeat or time.perf_counter() - began < min_time:
             shift = rounds % len(names)
             for name in names[shift:] + names[:shift]:
-                step, calls = steps[name], range(batch[name])
-                start = time.perf_counter()
-                for _ in calls:
-                    step()
-                samples[name].append((time.perf_counter() - start) / batch[name])
+                step, calls = steps[name], range(calls_per_batch[name])
+                for _ in range(batches_per_round[name]):
+                    start = time.perf_counter()
+                    for _ in calls:
+                        step()
+                    samples[name].append((time.perf_counter() - start) / len(calls))
             rounds += 1
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {name: Timing(batch[name], samples[name]) for name in names}
+    return {name: Timing(calls_per_batch[name], samples[name]) for name in names}
 
 
 @dataclasses.dataclass
@@ -958,8 +967,8 @@ def add_arguments(parser):
     parser.add_argument("--retries", type=_positive(int, allow_zero=True),
                         default=DEFAULT_RETRIES, metavar="N",
                         help="measure a case again, up to N more times, when other processes "
-                        f"took more than {100 * BUSY_CASE_SHARE:.0f}%% of the CPU during it; keep the "
-                        f"quietest (default {DEFAULT_RETRIES}; all retries together at most "
+                        f"took more than {100 * BUSY_CASE_SHARE:.0f}%% of the CPU during it; "
+                        f"keep the quietest (default {DEFAULT_RETRIES}; all retries together at most "
                         f"{RETRY_BUDGET_SECONDS:.0f} s)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes (no 1e7) and shorter timing: about a minute")
