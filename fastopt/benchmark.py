@@ -968,8 +968,8 @@ def add_arguments(parser):
                         default=DEFAULT_RETRIES, metavar="N",
                         help="measure a case again, up to N more times, when other processes "
                         f"took more than {100 * BUSY_CASE_SHARE:.0f}%% of the CPU during it; "
-                        f"keep the quietest (default {DEFAULT_RETRIES}; all retries together at most "
-                        f"{RETRY_BUDGET_SECONDS:.0f} s)")
+                        f"keep the quietest (default {DEFAULT_RETRIES}; all retries together "
+                        f"at most {RETRY_BUDGET_SECONDS:.0f} s)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes (no 1e7) and shorter timing: about a minute")
     parser.add_argument("--json", metavar="PATH", help="write machine info, every timing "
