@@ -25,7 +25,8 @@ when a call is longer), after warm-up calls; implementations take turns round by
 rotating order (a fast one runs several batches per round while a slow one runs one), until the
 case has run --repeat rounds and --min-time seconds; the median batch mean is reported. Each
 implementation updates its own copies of the arrays; the gradients are the same every step (a
-step does not change them).
+step does not change them). Cases larger than the caches are measured on three sets of copies in
+turn, pooled, since an array's speed there depends on where its pages land.
 
 The pytest-benchmark suite in bench/ uses the same workloads and implementations (see
 bench/README.md): ``pytest bench/``.
@@ -64,6 +65,8 @@ DEFAULT_REPEAT = 5  # rounds per case at least (each implementation runs one bat
 QUICK_REPEAT = 3
 BATCH_SECONDS = 0.004  # target length of one timed batch of calls
 MAX_BATCHES_PER_ROUND = 8  # batches a fast implementation runs per round, at most
+LARGE_CASE_BYTES = 64e6  # from this many bytes moved per update, a case is larger than caches
+LARGE_CASE_ALLOCATIONS = 3  # sets of array copies a large case is measured on, in turn
 WARMUP_CALLS = 2  # untimed calls before calibration (the first one creates the state)
 BUSY_LOAD = 0.5  # a 1-minute load average from this on before the run earns a warning
 BUSY_SHARE = 0.05  # other processes' share of the CPU during the run that earns a warning
@@ -442,6 +445,7 @@ class CaseResult:
     unsupported: dict  # implementation name -> reason
     others_cpu_share: float = None  # of the machine's CPU time, taken by other processes
     tries: int = 1  # measurements made of this case (see measure_case_retrying)
+    allocations: int = 1  # sets of array copies the samples were pooled from (see run_case)
 
     def median(self, implementation):
         """Median seconds per update(), or None if not measured."""
@@ -486,6 +490,7 @@ class CaseResult:
             "fastopt_over_limit_time": self.limit_ratio,
             "others_cpu_share": self.others_cpu_share,
             "tries": self.tries,
+            "allocations": self.allocations,
         }
 
 
@@ -496,18 +501,34 @@ def _ratio(numerator, denominator):
 
 
 def run_case(case, implementations, min_time, repeat):
-    """Prepare every implementation on fresh copies of the case's arrays and measure them."""
-    params, grads = case.workload.make_arrays()
-    steps, unsupported = {}, {}
-    for implementation in implementations:
-        try:
-            steps[implementation.name] = implementation.prepare(case.optimizer, params, grads)
-        except Unsupported as reason:
-            unsupported[implementation.name] = str(reason)
-    del params, grads
+    """Prepare every implementation on fresh copies of the case's arrays and measure them.
+
+    A case larger than the caches (LARGE_CASE_BYTES moved per update) is measured on
+    LARGE_CASE_ALLOCATIONS sets of copies in turn, its rounds and time shared among them, and
+    the samples pooled: there the speed of an array depends on where its pages land (it varies
+    by some 10% from one allocation to the next on a VM), and one allocation would give every
+    implementation one lucky or unlucky draw."""
+    large = case.workload.bytes_moved(case.optimizer) >= LARGE_CASE_BYTES
+    allocations = LARGE_CASE_ALLOCATIONS if large else 1
     meter = OthersCpuMeter()
-    timings = measure(steps, min_time, repeat)
-    return CaseResult(case, timings, unsupported, meter.share())
+    timings, unsupported = {}, {}
+    for allocation in range(allocations):
+        params, grads = case.workload.make_arrays(seed=allocation)
+        steps = {}
+        for implementation in implementations:
+            try:
+                steps[implementation.name] = implementation.prepare(case.optimizer, params, grads)
+            except Unsupported as reason:
+                unsupported[implementation.name] = str(reason)
+        del params, grads
+        measured = measure(steps, min_time / allocations, math.ceil(repeat / allocations))
+        del steps  # free this set of copies before the next one is made
+        for name, timing in measured.items():
+            if name in timings:
+                timings[name].samples += timing.samples
+            else:
+                timings[name] = timing
+    return CaseResult(case, timings, unsupported, meter.share(), allocations=allocations)
 
 
 def measure_case_retrying(case, implementations, min_time, repeat, retries, budget_seconds):
