@@ -25,8 +25,8 @@ when a call is longer), after warm-up calls; implementations take turns round by
 rotating order (a fast one runs several batches per round while a slow one runs one), until the
 case has run --repeat rounds and --min-time seconds; the median batch mean is reported. Each
 implementation updates its own copies of the arrays; the gradients are the same every step (a
-step does not change them). Cases larger than the caches are measured on three sets of copies in
-turn, pooled, since an array's speed there depends on where its pages land.
+step does not change them). Large cases are measured on three sets of copies in turn, pooled,
+since an array's speed there depends on where its pages land.
 
 The pytest-benchmark suite in bench/ uses the same workloads and implementations (see
 bench/README.md): ``pytest bench/``.
@@ -65,7 +65,8 @@ DEFAULT_REPEAT = 5  # rounds per case at least (each implementation runs one bat
 QUICK_REPEAT = 3
 BATCH_SECONDS = 0.004  # target length of one timed batch of calls
 MAX_BATCHES_PER_ROUND = 8  # batches a fast implementation runs per round, at most
-LARGE_CASE_BYTES = 64e6  # from this many bytes moved per update, a case is larger than caches
+LARGE_CASE_BYTES = 16e6  # from this many bytes moved per update, how much of a case the caches
+#                         hold (and how fast it runs) depends on where its pages land
 LARGE_CASE_ALLOCATIONS = 3  # sets of array copies a large case is measured on, in turn
 WARMUP_CALLS = 2  # untimed calls before calibration (the first one creates the state)
 BUSY_LOAD = 0.5  # a 1-minute load average from this on before the run earns a warning
@@ -503,11 +504,11 @@ def _ratio(numerator, denominator):
 def run_case(case, implementations, min_time, repeat):
     """Prepare every implementation on fresh copies of the case's arrays and measure them.
 
-    A case larger than the caches (LARGE_CASE_BYTES moved per update) is measured on
+    A large case (LARGE_CASE_BYTES moved per update or more) is measured on
     LARGE_CASE_ALLOCATIONS sets of copies in turn, its rounds and time shared among them, and
-    the samples pooled: there the speed of an array depends on where its pages land (it varies
-    by some 10% from one allocation to the next on a VM), and one allocation would give every
-    implementation one lucky or unlucky draw."""
+    the samples pooled: there the speed of an array depends on where its pages land (by some
+    10% from one allocation to the next here, more near the size of the L3 cache), and one
+    allocation would give every implementation one lucky or unlucky draw."""
     large = case.workload.bytes_moved(case.optimizer) >= LARGE_CASE_BYTES
     allocations = LARGE_CASE_ALLOCATIONS if large else 1
     meter = OthersCpuMeter()
