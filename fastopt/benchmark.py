@@ -554,9 +554,10 @@ def measure_case_retrying(case, implementations, min_time, repeat, retries, budg
 
 class OthersCpuMeter:
     """How much of the machine's CPU time other processes took since this meter was made:
-    busy time from /proc/stat minus this process's CPU time, over wall time x cores. On a
-    2-core machine a busy neighbour delays every multi-threaded update() by milliseconds, so
-    the table shows this next to each case. share() is None where /proc/stat is missing."""
+    busy time from /proc/stat minus this process's (and its children's) CPU time, over wall
+    time x cores. On a 2-core machine a busy neighbour delays every multi-threaded update() by
+    milliseconds, so the table shows this next to each case. share() is None where /proc/stat
+    is missing."""
 
     def __init__(self):
         self.start = self._snapshot()
@@ -571,7 +572,8 @@ class OthersCpuMeter:
         ticks_per_second = os.sysconf("SC_CLK_TCK")
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
         busy = (sum(fields[:8]) - idle) / ticks_per_second  # guest time is inside user time
-        own = sum(os.times()[:2])
+        # This process and its finished children (DeepSpeedCPUAdam runs py-cpuinfo in one).
+        own = sum(os.times()[:4])
         return time.perf_counter(), busy, own
 
     def share(self):
