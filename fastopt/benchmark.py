@@ -69,7 +69,7 @@ LARGE_CASE_BYTES = 16e6  # from this many bytes moved per update, how much of a 
 #                         hold (and how fast it runs) depends on where its pages land
 LARGE_CASE_ALLOCATIONS = 3  # sets of array copies a large case is measured on, in turn
 WARMUP_CALLS = 2  # untimed calls before calibration (the first one creates the state)
-BUSY_LOAD = 0.5  # a 1-minute load average from this on before the run earns a warning
+BUSY_LOAD = 1.0  # a 1-minute load average from this on before the run earns a warning
 BUSY_SHARE = 0.05  # other processes' share of the CPU during the run that earns a warning
 BUSY_CASE_SHARE = 0.10  # other processes' share of the CPU during a case that earns a retry
 DEFAULT_RETRIES = 2  # more measurements at most of a case disturbed by other processes
