@@ -61,7 +61,7 @@ cdef extern from "fastopt.h" nogil:
     int fastopt_get_num_threads()
     void fastopt_set_num_threads(int n)
     int64_t fastopt_get_parallel_threshold()
-    void fastopt_set_parallel_threshold(int64_t elements)
+    void fastopt_set_parallel_threshold(int64_t picoseconds)
     int fastopt_get_thread_backoff()
     void fastopt_set_thread_backoff(int enabled)
 
@@ -441,9 +441,8 @@ cdef class Plan:
         if self.busy:
             raise RuntimeError("this optimizer is already running update() in another thread; "
                                "use one optimizer per thread")
-        if type(params) is not dict or type(grads) is not dict:
-            if not (isinstance(params, dict) and isinstance(grads, dict)):
-                return False
+        if not (isinstance(params, dict) and isinstance(grads, dict)):
+            return False
         if len(<dict>params) != self.n or len(<dict>grads) != self.n:
             return False
         memset(c, 0, sizeof(c))

@@ -1,7 +1,7 @@
 """Helpers to check fastopt against fastopt.reference (used by fastopt's own tests)."""
 import numpy as np
 
-__all__ = ["assert_bitwise_equal", "assert_state_bitwise_equal"]
+__all__ = ["assert_bitwise_equal", "assert_dict_bitwise_equal", "assert_state_bitwise_equal"]
 
 
 def assert_bitwise_equal(actual, expected, name="array"):
@@ -30,6 +30,14 @@ def assert_bitwise_equal(actual, expected, name="array"):
             f"{expected.reshape(-1)[i]!r} (bytes {expected_bytes[i].tobytes().hex()})")
 
 
+def assert_dict_bitwise_equal(actual, expected, name=""):
+    """Assert two dicts of arrays (params, say) have the same keys and, key by key, the same
+    bits (see assert_bitwise_equal)."""
+    assert set(actual) == set(expected), f"{name}: keys {set(actual)} != {set(expected)}"
+    for key in expected:
+        assert_bitwise_equal(actual[key], expected[key], f"{name} [{key!r}]".strip())
+
+
 def assert_state_bitwise_equal(optimizer, reference):
     """Assert a fastopt optimizer and a reference one hold the same state, bit for bit."""
     for name in type(optimizer)._state_names:
@@ -37,8 +45,6 @@ def assert_state_bitwise_equal(optimizer, reference):
         if theirs is None or ours is None:
             assert ours is None and theirs is None, f"{name}: {ours!r} vs {theirs!r}"
             continue
-        assert set(ours) == set(theirs), f"{name}: keys {set(ours)} != {set(theirs)}"
-        for key in theirs:
-            assert_bitwise_equal(ours[key], theirs[key], f"{name}[{key!r}]")
+        assert_dict_bitwise_equal(ours, theirs, name)
     if hasattr(reference, "iter"):
         assert optimizer.iter == reference.iter

@@ -9,7 +9,8 @@ import pytest
 import fastopt
 import fastopt.reference as reference
 from fastopt.optimizers import OPTIMIZERS
-from fastopt.testing import assert_bitwise_equal, assert_state_bitwise_equal
+from fastopt.testing import (assert_bitwise_equal, assert_dict_bitwise_equal,
+                             assert_state_bitwise_equal)
 
 NAMES = list(OPTIMIZERS)
 DTYPES = [np.float32, np.float64]
@@ -97,8 +98,7 @@ def test_bit_for_bit_1000_steps_every_shape(name, dtype, simd):
         rng = np.random.default_rng(1234)
         params = make_params(rng, dtype)
         ours, theirs, expected = run_both(name, hyperparameters, params, 1000, rng)
-        for key in params:
-            assert_bitwise_equal(params[key], expected[key], f"{name} {hyperparameters} {key}")
+        assert_dict_bitwise_equal(params, expected, f"{name} {hyperparameters}")
         assert_state_bitwise_equal(ours, theirs)
 
 
@@ -112,8 +112,7 @@ def test_bit_for_bit_large_arrays_threads(name, dtype, simd, threads):
               "odd": rng.standard_normal((257, 129)).astype(dtype),
               "tail": rng.standard_normal(3).astype(dtype)}
     ours, theirs, expected = run_both(name, {}, params, 12, rng)
-    for key in params:
-        assert_bitwise_equal(params[key], expected[key], f"{name} {key}")
+    assert_dict_bitwise_equal(params, expected, name)
     assert_state_bitwise_equal(ours, theirs)
 
 
@@ -139,8 +138,7 @@ def test_bit_for_bit_when_every_step_is_split_between_threads(name, dtype, simd)
             params.update({f"small{i}": rng.standard_normal(i % 37 + 1).astype(dtype)
                            for i in range(60)})
             ours, theirs, expected = run_both(name, {}, params, 30, rng)
-            for key in params:
-                assert_bitwise_equal(params[key], expected[key], f"{name} {threads} {key}")
+            assert_dict_bitwise_equal(params, expected, f"{name} {threads}")
             assert_state_bitwise_equal(ours, theirs)
     finally:
         fastopt.set_num_threads(previous[0])
@@ -191,8 +189,7 @@ def test_nonfinite_and_extreme_gradients_propagate_as_reference(name, dtype, sim
               "b": np.resize(special, (5, 7)).astype(dtype)}
     with np.errstate(all="ignore"):
         ours, theirs, expected = run_both(name, {}, params, 20, rng, grads_fn)
-    for key in params:
-        assert_bitwise_equal(params[key], expected[key], f"{name} {key}")
+    assert_dict_bitwise_equal(params, expected, name)
     assert_state_bitwise_equal(ours, theirs)
 
 
@@ -202,8 +199,7 @@ def test_mixed_dtypes_in_one_dict():
         params = {"w": rng.standard_normal(1003).astype(np.float32),
                   "b": rng.standard_normal(7)}
         ours, theirs, expected = run_both(name, {}, params, 30, rng)
-        for key in params:
-            assert_bitwise_equal(params[key], expected[key], f"{name} {key}")
+        assert_dict_bitwise_equal(params, expected, name)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -291,8 +287,7 @@ def test_replacing_arrays_between_steps(name):
         theirs.update(expected, grads)
         if step % 2 == 0:
             params = {key: p.copy() for key, p in params.items()}
-    for key in params:
-        assert_bitwise_equal(params[key], expected[key], key)
+    assert_dict_bitwise_equal(params, expected)
     assert_state_bitwise_equal(ours, theirs)
 
 
@@ -317,8 +312,7 @@ def test_state_dict_round_trip_mid_run(name):
     assert resumed.lr == 0.05
     for grads in grads_sequence[10:]:
         resumed.update(saved_params, grads)
-    for key in params:
-        assert_bitwise_equal(saved_params[key], uninterrupted[key], key)
+    assert_dict_bitwise_equal(saved_params, uninterrupted)
     assert_state_bitwise_equal(resumed, opt)
 
 
@@ -341,8 +335,7 @@ def test_state_dict_is_plain_data_and_pickles(name):
     grads = make_grads(rng, params)
     opt.update(params, grads)
     clone.update(expected, grads)
-    for key in params:
-        assert_bitwise_equal(params[key], expected[key], key)
+    assert_dict_bitwise_equal(params, expected)
 
 
 def test_two_optimizers_in_two_threads_match_sequential_runs():
@@ -381,8 +374,7 @@ def test_numpy_scalar_gradient_of_a_0d_parameter(name):
             grads = {"x": target["x"] / 10.0, "y": 2.0 * target["y"]}
             assert type(grads["x"]) is np.float64
             opt.update(target, grads)
-    for key in params:
-        assert_bitwise_equal(params[key], expected[key], key)
+    assert_dict_bitwise_equal(params, expected)
 
 
 def test_empty_dict_is_a_step():
