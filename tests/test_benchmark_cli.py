@@ -3,8 +3,6 @@
 They check that the command works, not how fast anything is (that is the benchmark's job).
 """
 import json
-import os
-import subprocess
 import sys
 import types
 
@@ -17,16 +15,6 @@ from fastopt.cli import main
 # Tiny and short: no peers (importing torch takes seconds), one round of tiny batches.
 TINY = ["bench", "--optimizers", "adam,SGD", "--sizes", "1,1e3", "--dtype", "float32",
         "--workloads", "single,mlp", "--peers", "none", "--min-time", "0.001", "--repeat", "1"]
-
-
-def run_command(*arguments):
-    """`python -m fastopt ARGUMENTS` in a subprocess that imports this fastopt."""
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [package_parent, environment.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "fastopt", *arguments], capture_output=True,
-                          text=True, env=environment, timeout=120)
 
 
 def test_table_and_json(tmp_path, capsys):
@@ -73,8 +61,8 @@ def test_plot_writes_png(tmp_path):
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_unknown_optimizer_exits_2_with_message():
-    completed = run_command("bench", "--optimizers", "adam,Adamax")
+def test_unknown_optimizer_exits_2_with_message(run_python):
+    completed = run_python("-m", "fastopt", "bench", "--optimizers", "adam,Adamax")
     assert completed.returncode == 2
     assert "unknown optimizer 'Adamax'" in completed.stderr
     assert "SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam" in completed.stderr

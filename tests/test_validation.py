@@ -2,9 +2,7 @@
 state element, not the step counter - even when the bad entry is the last key, and whether the
 bad call is the first update() or comes after good ones (when a cached plan exists)."""
 import copy
-import os
 import pickle
-import subprocess
 import sys
 
 import numpy as np
@@ -309,24 +307,18 @@ def test_build_info():
 
 
 @pytest.mark.skipif(not fastopt.build_info()["openmp"], reason="serial build")
-def test_omp_num_threads_is_the_default():
+def test_omp_num_threads_is_the_default(run_python):
     for threads in ("1", "2", "3"):
-        result = subprocess.run(
-            [sys.executable, "-c", "import fastopt; print(fastopt.get_num_threads())"],
-            env={**os.environ, "OMP_NUM_THREADS": threads}, capture_output=True, text=True,
-            check=True)
+        result = run_python("-c", "import fastopt; print(fastopt.get_num_threads())",
+                            extra_env={"OMP_NUM_THREADS": threads}, check=True)
         assert result.stdout.strip() == threads
 
 
-def test_fastopt_simd_environment_variable():
+def test_fastopt_simd_environment_variable(run_python):
     for path in fastopt.available_simd():
-        result = subprocess.run(
-            [sys.executable, "-c", "import fastopt; print(fastopt.build_info()['simd'])"],
-            env={**os.environ, "FASTOPT_SIMD": path}, capture_output=True,
-            text=True, check=True)
+        result = run_python("-c", "import fastopt; print(fastopt.build_info()['simd'])",
+                            extra_env={"FASTOPT_SIMD": path}, check=True)
         assert result.stdout.strip() == path
-    result = subprocess.run([sys.executable, "-c", "import fastopt"],
-                            env={**os.environ, "FASTOPT_SIMD": "sse9"},
-                            capture_output=True, text=True)
+    result = run_python("-c", "import fastopt", extra_env={"FASTOPT_SIMD": "sse9"})
     assert result.returncode != 0
     assert "FASTOPT_SIMD=sse9: unknown SIMD path 'sse9'" in result.stderr
