@@ -8,7 +8,9 @@ parameter objects, data pointers, shapes, strides, dtypes, writeability; gradien
 type, dtype and shape that overlap nothing the kernel writes). Anything else makes it return
 False without touching memory, and the Python layer revalidates and raises or rebuilds.
 """
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
+from cpython.exc cimport PyErr_Clear
+from cpython.ref cimport Py_XDECREF, Py_XINCREF
 from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t, uintptr_t
@@ -177,6 +179,20 @@ cdef inline void _byte_range(cnp.ndarray a, uintptr_t *low, uintptr_t *high):
     high[0] = start + hi + <uintptr_t>cnp.PyArray_ITEMSIZE(a)
 
 
+ctypedef struct tensor_info:
+    # What Plan.step re-checks for one key, without touching a Python list or attribute.
+    PyObject *key               # borrowed: Plan.keys holds it
+    PyObject *param             # borrowed: Plan.params holds it
+    void *data                  # the parameter's data pointer at validation time
+    int typenum                 # its NumPy type number
+    int ndim                    # and its shape: ndim dimensions at Plan.dims[dim_start:]
+    Py_ssize_t dim_start
+    bint fortran                # the flat order of the kernel's view: Fortran or C
+    bint in_place               # the kernel writes the parameter itself, not a staging buffer
+    const void *checked_grad    # data of the last contiguous gradient that overlapped nothing
+    PyObject *grad              # strong reference to this step's gradient (or its copy)
+
+
 cdef class Plan:
     """Pointers for one optimizer over one set of parameter arrays.
 
@@ -187,24 +203,19 @@ cdef class Plan:
     """
     cdef int kernel_id
     cdef int n_states
-    cdef int *dtypes            # per tensor: FASTOPT_FLOAT32 or FASTOPT_FLOAT64
-    cdef int *typenums          # per tensor: the NumPy type number
     cdef Py_ssize_t n
     cdef readonly tuple keys
     cdef readonly list params   # the caller's arrays, checked for identity every step
     cdef list targets           # what the kernel writes for each param: itself or a staging buffer
     cdef list staged            # indices of params updated through a staging buffer
     cdef list states
-    cdef list orders            # per key: True for Fortran order
-    cdef list grad_refs         # the gradient arrays (or staged copies) of the current step
+    cdef tensor_info *info      # per tensor
+    cdef int *dtypes            # per tensor: FASTOPT_FLOAT32 or FASTOPT_FLOAT64
     cdef void **param_ptr
     cdef const void **grad_ptr
     cdef void **state0_ptr
     cdef void **state1_ptr
-    cdef void **param_data      # the caller's data pointers at validation time
-    cdef int *ndims             # and their shapes: ndims[i] dimensions at dims[dim_start[i]:]
     cdef Py_ssize_t *dims
-    cdef Py_ssize_t *dim_start
     cdef int64_t *sizes
     cdef int64_t *offsets       # prefix sums of sizes: the plan's concatenated element run
     cdef fastopt_plan plan
@@ -214,16 +225,14 @@ cdef class Plan:
     cdef bint busy
 
     def __cinit__(self):
+        self.n = 0
+        self.info = NULL
+        self.dtypes = NULL
         self.param_ptr = NULL
         self.grad_ptr = NULL
         self.state0_ptr = NULL
         self.state1_ptr = NULL
-        self.param_data = NULL
-        self.dtypes = NULL
-        self.typenums = NULL
-        self.ndims = NULL
         self.dims = NULL
-        self.dim_start = NULL
         self.sizes = NULL
         self.offsets = NULL
         self.written_low = NULL
@@ -231,16 +240,15 @@ cdef class Plan:
         self.busy = False
 
     def __dealloc__(self):
+        if self.info != NULL:
+            self._release_grads()
+        PyMem_Free(self.info)
+        PyMem_Free(self.dtypes)
         PyMem_Free(self.param_ptr)
         PyMem_Free(self.grad_ptr)
         PyMem_Free(self.state0_ptr)
         PyMem_Free(self.state1_ptr)
-        PyMem_Free(self.param_data)
-        PyMem_Free(self.dtypes)
-        PyMem_Free(self.typenums)
-        PyMem_Free(self.ndims)
         PyMem_Free(self.dims)
-        PyMem_Free(self.dim_start)
         PyMem_Free(self.sizes)
         PyMem_Free(self.offsets)
         PyMem_Free(self.written_low)
@@ -249,52 +257,57 @@ cdef class Plan:
     def __init__(self, str kernel, tuple keys, list params, list states):
         cdef Py_ssize_t i, j, n = len(keys)
         cdef cnp.ndarray p, s
+        cdef tensor_info *t
         cdef bint fortran
+        if len(params) != n or len(states) != n:
+            raise ValueError("keys, params and states must have the same length")
         self.kernel_id, self.n_states = KERNELS[kernel]
-        self.n = n
         self.keys = keys
         self.params = list(params)
         self.states = [tuple(group) for group in states]
         self.targets = []
         self.staged = []
-        self.orders = []
-        self.grad_refs = [None] * n
 
-        self.param_ptr = <void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
-        self.grad_ptr = <const void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
-        self.param_data = <void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
-        self.sizes = <int64_t *>PyMem_Malloc(max(n, 1) * sizeof(int64_t))
-        if self.n_states >= 1:
-            self.state0_ptr = <void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
-        if self.n_states >= 2:
-            self.state1_ptr = <void **>PyMem_Malloc(max(n, 1) * sizeof(void *))
         cdef Py_ssize_t total_dims = 0
         for i in range(n):
             total_dims += cnp.PyArray_NDIM(<cnp.ndarray>params[i])
-        self.ndims = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
-        self.dtypes = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
-        self.typenums = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
-        self.dim_start = <Py_ssize_t *>PyMem_Malloc(max(n, 1) * sizeof(Py_ssize_t))
+        cdef size_t count = max(n, 1)
+        self.info = <tensor_info *>PyMem_Malloc(count * sizeof(tensor_info))
+        self.dtypes = <int *>PyMem_Malloc(count * sizeof(int))
+        self.param_ptr = <void **>PyMem_Malloc(count * sizeof(void *))
+        self.grad_ptr = <const void **>PyMem_Malloc(count * sizeof(void *))
         self.dims = <Py_ssize_t *>PyMem_Malloc(max(total_dims, 1) * sizeof(Py_ssize_t))
-        if (self.ndims == NULL or self.dtypes == NULL or self.typenums == NULL
-                or self.dim_start == NULL or self.dims == NULL or self.param_ptr == NULL or self.grad_ptr == NULL or self.param_data == NULL
-                or self.sizes == NULL or (self.n_states >= 1 and self.state0_ptr == NULL)
+        self.sizes = <int64_t *>PyMem_Malloc(count * sizeof(int64_t))
+        self.offsets = <int64_t *>PyMem_Malloc((n + 1) * sizeof(int64_t))
+        if self.n_states >= 1:
+            self.state0_ptr = <void **>PyMem_Malloc(count * sizeof(void *))
+        if self.n_states >= 2:
+            self.state1_ptr = <void **>PyMem_Malloc(count * sizeof(void *))
+        if (self.info == NULL or self.dtypes == NULL or self.param_ptr == NULL
+                or self.grad_ptr == NULL or self.dims == NULL or self.sizes == NULL
+                or self.offsets == NULL or (self.n_states >= 1 and self.state0_ptr == NULL)
                 or (self.n_states >= 2 and self.state1_ptr == NULL)):
             raise MemoryError()
+        memset(self.info, 0, count * sizeof(tensor_info))
+        self.n = n  # from here on __dealloc__ walks info[0:n]
 
         cdef Py_ssize_t next_dim = 0
         for i in range(n):
-            p = params[i]
-            self.typenums[i] = cnp.PyArray_TYPE(p)
-            if self.typenums[i] == cnp.NPY_FLOAT32:
+            p = self.params[i]
+            t = &self.info[i]
+            t.key = <PyObject *>self.keys[i]
+            t.param = <PyObject *>p
+            t.data = cnp.PyArray_DATA(p)
+            t.typenum = cnp.PyArray_TYPE(p)
+            if t.typenum == cnp.NPY_FLOAT32:
                 self.dtypes[i] = FASTOPT_FLOAT32
-            elif self.typenums[i] == cnp.NPY_FLOAT64:
+            elif t.typenum == cnp.NPY_FLOAT64:
                 self.dtypes[i] = FASTOPT_FLOAT64
             else:
                 raise TypeError("fastopt kernels take float32 and float64 arrays")
-            self.ndims[i] = cnp.PyArray_NDIM(p)
-            self.dim_start[i] = next_dim
-            for j in range(self.ndims[i]):
+            t.ndim = cnp.PyArray_NDIM(p)
+            t.dim_start = next_dim
+            for j in range(t.ndim):
                 self.dims[next_dim] = cnp.PyArray_DIM(p, j)
                 next_dim += 1
             group = self.states[i]
@@ -309,12 +322,13 @@ cdef class Plan:
             for j in range(self.n_states):
                 s = group[j]
                 # kernels trust the plan: a state array of another size would be overrun
-                if (not _direct(s, fortran) or cnp.PyArray_TYPE(s) != self.typenums[i]
+                if (not _direct(s, fortran) or cnp.PyArray_TYPE(s) != t.typenum
                         or cnp.PyArray_SIZE(s) != cnp.PyArray_SIZE(p)):
                     raise ValueError("state arrays must be contiguous, aligned and of the "
                                      "parameter's dtype and size")
-            self.orders.append(fortran)
-            if _direct(p, fortran):
+            t.fortran = fortran
+            t.in_place = _direct(p, fortran)
+            if t.in_place:
                 target = p
             else:
                 array = <object>p
@@ -322,7 +336,6 @@ cdef class Plan:
                 self.staged.append(i)
             self.targets.append(target)
             self.param_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>target)
-            self.param_data[i] = cnp.PyArray_DATA(p)
             self.sizes[i] = cnp.PyArray_SIZE(p)
             if self.n_states >= 1:
                 self.state0_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>group[0])
@@ -330,9 +343,6 @@ cdef class Plan:
                 self.state1_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>group[1])
             self.grad_ptr[i] = NULL
 
-        self.offsets = <int64_t *>PyMem_Malloc((n + 1) * sizeof(int64_t))
-        if self.offsets == NULL:
-            raise MemoryError()
         self.offsets[0] = 0
         for i in range(n):
             self.offsets[i + 1] = self.offsets[i] + self.sizes[i]
@@ -394,35 +404,60 @@ cdef class Plan:
                 hi = mid
         return lo < self.n_written and self.written_low[lo] < high
 
-    cdef bint _param_unchanged(self, Py_ssize_t i, object obj):
+    cdef bint _param_unchanged(self, Py_ssize_t i, PyObject *obj):
         """Is obj the very array validated at position i, with nothing about it changed?"""
-        cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
-        if obj is not p:
+        cdef tensor_info *t = &self.info[i]
+        if obj != t.param:
             return False
-        if cnp.PyArray_DATA(p) != self.param_data[i] or not cnp.PyArray_ISWRITEABLE(p):
+        cdef cnp.ndarray p = <cnp.ndarray>obj
+        if cnp.PyArray_DATA(p) != t.data or not cnp.PyArray_ISWRITEABLE(p):
             return False
-        if cnp.PyArray_TYPE(p) != self.typenums[i] or not cnp.PyArray_ISNOTSWAPPED(p):
+        if cnp.PyArray_TYPE(p) != t.typenum or not cnp.PyArray_ISNOTSWAPPED(p):
             return False
-        cdef int d, ndim = cnp.PyArray_NDIM(p)
-        if ndim != self.ndims[i]:
+        if cnp.PyArray_NDIM(p) != t.ndim:
             return False
-        for d in range(ndim):
-            if cnp.PyArray_DIM(p, d) != self.dims[self.dim_start[i] + d]:
+        cdef int d
+        for d in range(t.ndim):
+            if cnp.PyArray_DIM(p, d) != self.dims[t.dim_start + d]:
                 return False
-        if self.targets[i] is p:  # used in place: its layout must still be the one validated
-            return _direct(p, self.orders[i])
+        if t.in_place:  # its layout must still be the one validated
+            return _direct(p, t.fortran)
         return True
+
+    cdef PyObject *_lookup(self, dict mapping, Py_ssize_t i, Py_ssize_t *position):
+        """mapping[keys[i]] (borrowed), or NULL if absent. A dict built with the plan's keys in
+        the plan's order is read by walking it, without hashing: the next entry is taken when its
+        key is the very key object, otherwise the key is looked up."""
+        cdef PyObject *key
+        cdef PyObject *value
+        cdef PyObject *wanted = self.info[i].key
+        if PyDict_Next(mapping, position, &key, &value) and key == wanted:
+            return value
+        value = PyDict_GetItemWithError(mapping, <object>wanted)
+        if value == NULL:
+            PyErr_Clear()  # an unhashable or failing key: let the full validation report it
+        return value
+
+    cdef void _release_grads(self):
+        """Drop the references step() took to this step's gradients."""
+        cdef Py_ssize_t i
+        cdef PyObject *held
+        for i in range(self.n):
+            held = self.info[i].grad
+            self.info[i].grad = NULL
+            self.grad_ptr[i] = NULL
+            Py_XDECREF(held)
 
     def params_unchanged(self, params):
         """Does params hold exactly the arrays this plan was built for, none of them changed
         (data, shape, dtype, layout, writeability)? Then the plan can be reused."""
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, position = 0
         cdef PyObject *item
         if not isinstance(params, dict) or len(<dict>params) != self.n:
             return False
         for i in range(self.n):
-            item = PyDict_GetItem(params, self.keys[i])
-            if item == NULL or not self._param_unchanged(i, <object>item):
+            item = self._lookup(<dict>params, i, &position)
+            if item == NULL or not self._param_unchanged(i, item):
                 return False
         return True
 
@@ -433,11 +468,6 @@ cdef class Plan:
         just validated grads in full (skips the conservative overlap test, which a strided
         view interleaved with a parameter can fail without really overlapping).
         """
-        cdef Py_ssize_t i, d
-        cdef PyObject *item
-        cdef cnp.ndarray g, p
-        cdef bint fortran
-        cdef double c[FASTOPT_MAX_COEFFICIENTS]
         if self.busy:
             raise RuntimeError("this optimizer is already running update() in another thread; "
                                "use one optimizer per thread")
@@ -445,38 +475,16 @@ cdef class Plan:
             return False
         if len(<dict>params) != self.n or len(<dict>grads) != self.n:
             return False
+        cdef double c[FASTOPT_MAX_COEFFICIENTS]
+        cdef Py_ssize_t i
         memset(c, 0, sizeof(c))
         for i in range(len(coefficients)):
             c[i] = coefficients[i]
 
-        grad_refs = self.grad_refs
-        for i in range(self.n):
-            key = self.keys[i]
-            item = PyDict_GetItem(params, key)
-            if item == NULL or not self._param_unchanged(i, <object>item):
-                return False
-            item = PyDict_GetItem(grads, key)
-            if item == NULL or not cnp.PyArray_Check(<object>item):
-                return False
-            g = <cnp.ndarray>item
-            p = <cnp.ndarray>self.params[i]
-            if cnp.PyArray_TYPE(g) != self.typenums[i] or not cnp.PyArray_ISNOTSWAPPED(g):
-                return False
-            if cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(p):
-                return False
-            for d in range(cnp.PyArray_NDIM(g)):
-                if cnp.PyArray_DIM(g, d) != cnp.PyArray_DIM(p, d):
-                    return False
-            if not trusted and self._overlaps_written(g):
-                return False
-            fortran = self.orders[i]
-            if not _direct(g, fortran):
-                g = np.array(g, order="F" if fortran else "C", copy=True)
-            grad_refs[i] = g
-            self.grad_ptr[i] = cnp.PyArray_DATA(g)
-
         self.busy = True
         try:
+            if not self._bind_grads(<dict>params, <dict>grads, trusted):
+                return False
             for i in self.staged:
                 np.copyto(self.targets[i], self.params[i])
             with nogil:
@@ -484,8 +492,45 @@ cdef class Plan:
             for i in self.staged:
                 np.copyto(self.params[i], self.targets[i])
         finally:
+            self._release_grads()
             self.busy = False
-            for i in range(self.n):
-                grad_refs[i] = None
-                self.grad_ptr[i] = NULL
+        return True
+
+    cdef bint _bind_grads(self, dict params, dict grads, bint trusted) except -1:
+        """Check every key's parameter and gradient; point the plan at the gradients, holding a
+        reference to each until _release_grads(). False if anything does not fit."""
+        cdef Py_ssize_t i, d, param_position = 0, grad_position = 0
+        cdef PyObject *item
+        cdef cnp.ndarray g
+        cdef tensor_info *t
+        cdef bint direct
+        for i in range(self.n):
+            t = &self.info[i]
+            item = self._lookup(params, i, &param_position)
+            if item == NULL or not self._param_unchanged(i, item):
+                return False
+            item = self._lookup(grads, i, &grad_position)
+            if item == NULL or not cnp.PyArray_Check(<object>item):
+                return False
+            g = <cnp.ndarray>item
+            if cnp.PyArray_TYPE(g) != t.typenum or not cnp.PyArray_ISNOTSWAPPED(g):
+                return False
+            if cnp.PyArray_NDIM(g) != t.ndim:
+                return False
+            for d in range(t.ndim):
+                if cnp.PyArray_DIM(g, d) != self.dims[t.dim_start + d]:
+                    return False
+            direct = _direct(g, t.fortran)
+            # A contiguous gradient's bytes are [data, data + size * itemsize): the same data
+            # pointer as a gradient that passed the test before means the same verdict.
+            if not trusted and not (direct and cnp.PyArray_DATA(g) == t.checked_grad):
+                if self._overlaps_written(g):
+                    return False
+                if direct:
+                    t.checked_grad = cnp.PyArray_DATA(g)
+            if not direct:
+                g = np.array(g, order="F" if t.fortran else "C", copy=True)
+            Py_XINCREF(<PyObject *>g)
+            t.grad = <PyObject *>g
+            self.grad_ptr[i] = cnp.PyArray_DATA(g)
         return True

@@ -1,6 +1,7 @@
 """fastopt against fastopt.reference, bit for bit: every optimizer x dtype x shape family x SIMD
 path x thread count, plus in-place identity, state, state_dict and pickling."""
 import pickle
+import sys
 import threading
 
 import numpy as np
@@ -289,6 +290,50 @@ def test_replacing_arrays_between_steps(name):
             params = {key: p.copy() for key, p in params.items()}
     assert_dict_bitwise_equal(params, expected)
     assert_state_bitwise_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dict_order_and_key_objects_may_change_between_steps(name):
+    """Gradients in another order than params, keys equal to the params' but other objects, and
+    params rebuilt in another order (same arrays) give the reference's numbers."""
+    rng = np.random.default_rng(5)
+    params = make_params(rng, np.float64)
+    expected = copy_params(params)
+    ours, theirs = OPTIMIZERS[name](), getattr(reference, name)()
+    for step in range(8):
+        grads = make_grads(rng, params)
+        if step % 2:
+            grads = dict(reversed(list(grads.items())))
+        if step % 3 == 1:
+            grads = {"".join(list(key)): g for key, g in grads.items()}
+            assert all(new is not old for new, old in zip(sorted(grads), sorted(params)))
+        if step % 4 == 2:
+            params = dict(reversed(list(params.items())))
+        ours.update(params, grads)
+        theirs.update(expected, grads)
+    assert_dict_bitwise_equal(params, expected)
+    assert_state_bitwise_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_update_holds_no_reference_to_the_gradients(name):
+    """Neither a step nor a refused step keeps the caller's gradients alive."""
+    rng = np.random.default_rng(6)
+    params = {"a": rng.standard_normal(10), "b": rng.standard_normal(5)}
+    grads = {key: rng.standard_normal(p.shape) for key, p in params.items()}
+    opt = OPTIMIZERS[name]()
+    opt.update(params, grads)  # the first step builds the plan that later steps reuse
+    bad = dict(grads, b=np.zeros(6))  # "a" fits the plan, then "b" does not
+    before = {key: sys.getrefcount(g) for key, g in grads.items()}
+    opt.update(params, grads)
+    assert {key: sys.getrefcount(g) for key, g in grads.items()} == before
+    try:
+        opt.update(params, bad)
+    except ValueError:
+        pass
+    else:
+        pytest.fail("a gradient of the wrong shape was accepted")
+    assert {key: sys.getrefcount(g) for key, g in grads.items()} == before
 
 
 @pytest.mark.parametrize("name", NAMES)
