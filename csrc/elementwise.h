@@ -66,16 +66,30 @@ static inline void FO_NAME(rmsprop_element)(const FO_NAME(coefficients) *k, REAL
 /* m += (1-beta1)*(g-m); v += (1-beta2)*(g**2-v); params -= lr_t*m / (sqrt(v) + 1e-7)
  *                                                       c = {1-beta1, 1-beta2, lr_t, 1e-7}
  * lr_t*m is float64 (see above), so is the quotient, and params -= float64 array computes the
- * difference in float64 and rounds it to REAL once. For REAL = double the casts are no-ops. */
-static inline void FO_NAME(adam_element)(const FO_NAME(coefficients) *k, REAL g, REAL *p,
-                                         REAL *m, REAL *v)
+ * difference in float64 and rounds it to REAL once. For REAL = double the casts are no-ops.
+ * In two stages, which loops.h may run as two passes over a block: the moments, returning the
+ * denominator sqrt(v) + 1e-7, then the parameter from the new m and that denominator. */
+static inline REAL FO_NAME(adam_states)(const FO_NAME(coefficients) *k, REAL g, REAL *m, REAL *v)
 {
     REAL first = *m + k->c[0] * (g - *m);
     REAL second = *v + k->c[1] * (g * g - *v);
     *m = first;
     *v = second;
-    double step = ((double)first * k->d[2]) / (double)(FO_SQRT(second) + k->c[3]);
+    return FO_SQRT(second) + k->c[3];
+}
+
+static inline void FO_NAME(adam_param)(const FO_NAME(coefficients) *k, REAL first,
+                                       REAL denominator, REAL *p)
+{
+    double step = ((double)first * k->d[2]) / (double)denominator;
     *p = (REAL)((double)*p - step);
+}
+
+static inline void FO_NAME(adam_element)(const FO_NAME(coefficients) *k, REAL g, REAL *p,
+                                         REAL *m, REAL *v)
+{
+    REAL denominator = FO_NAME(adam_states)(k, g, m, v);
+    FO_NAME(adam_param)(k, *m, denominator, p);
 }
 
 /* The traffic-limit kernels: the same loads and stores as an optimizer with 0, 1 or 2 states,

@@ -193,7 +193,7 @@ void fastopt_set_thread_backoff(int enabled)
     thread_backoff = enabled != 0;
 }
 
-#define FO_COST_ROW(name, n_states, ps_f32, ps_f64) {ps_f32, ps_f64},
+#define FO_COST_ROW(name, loop, ps_f32, ps_f64) {ps_f32, ps_f64},
 static const int64_t element_cost[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
     FASTOPT_FOR_EACH_KERNEL(FO_COST_ROW)};
 

@@ -110,11 +110,46 @@ static inline int64_t fo_head_elements(const void *p, size_t itemsize, int64_t n
             name##_element_##SFX(&k, g[i], &p[i], &s0[i], &s1[i]);                            \
     }
 
-#define FO_DEFINE_LOOPS(name, n_states, ps_f32, ps_f64)            \
-    FO_DEFINE_LOOP_##n_states(name, float, f32)    \
-    FO_DEFINE_LOOP_##n_states(name, double, f64)
+/* Two passes over each block of FO_BLOCK elements, which stays in L1: name_states() updates both
+ * state arrays and returns a value per element (Adam: the denominator), then name_param() updates
+ * the parameter from the new first state and that value. Same element functions, same operations
+ * in the same order, same bits. It pays where one pass mixes float32 and float64: Adam's float32
+ * loop spends its time converting and shuffling, and split in two it vectorises better (with
+ * AVX2, in L1: 0.79 -> 0.67 ns per element; 200 arrays of 4096: 7% less time per step). The
+ * float64 loop keeps one pass: it is memory-bound from 1e6 elements, where two passes cost it
+ * 2-7%. */
+#define FO_BLOCK 256
+#define FO_DEFINE_LOOP_2_f32_two_pass(name, REAL, SFX) FO_DEFINE_LOOP_2_two_pass_##SFX(name)
+#define FO_DEFINE_LOOP_2_two_pass_f64(name) FO_DEFINE_LOOP_2(name, double, f64)
+#define FO_DEFINE_LOOP_2_two_pass_f32(name) FO_DEFINE_TWO_PASS_LOOP_2(name, float, f32)
+#define FO_DEFINE_TWO_PASS_LOOP_2(name, REAL, SFX)                                             \
+    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
+                                  void *state1, const double *coefficients)                   \
+    {                                                                                         \
+        REAL *FO_RESTRICT p = (REAL *)param;                                                  \
+        const REAL *FO_RESTRICT g = (const REAL *)grad;                                       \
+        REAL *FO_RESTRICT s0 = (REAL *)state0;                                                \
+        REAL *FO_RESTRICT s1 = (REAL *)state1;                                                \
+        REAL carry[FO_BLOCK];                                                                 \
+        FO_LOAD_COEFFICIENTS(REAL, SFX)                                                       \
+        const int64_t head = fo_head_elements(p, sizeof(REAL), n);                            \
+        int64_t i = 0;                                                                        \
+        for (; i < head; ++i)                                                                 \
+            name##_element_##SFX(&k, g[i], &p[i], &s0[i], &s1[i]);                            \
+        for (; i < n; i += FO_BLOCK) {                                                        \
+            const int64_t count = n - i < FO_BLOCK ? n - i : FO_BLOCK;                        \
+            for (int64_t j = 0; j < count; ++j)                                               \
+                carry[j] = name##_states_##SFX(&k, g[i + j], &s0[i + j], &s1[i + j]);         \
+            for (int64_t j = 0; j < count; ++j)                                               \
+                name##_param_##SFX(&k, s0[i + j], carry[j], &p[i + j]);                       \
+        }                                                                                     \
+    }
+
+#define FO_DEFINE_LOOPS(name, loop, ps_f32, ps_f64)            \
+    FO_DEFINE_LOOP_##loop(name, float, f32)    \
+    FO_DEFINE_LOOP_##loop(name, double, f64)
 FASTOPT_FOR_EACH_KERNEL(FO_DEFINE_LOOPS)
 
-#define FO_TABLE_ROW(name, n_states, ps_f32, ps_f64) {name##_loop_f32, name##_loop_f64},
+#define FO_TABLE_ROW(name, loop, ps_f32, ps_f64) {name##_loop_f32, name##_loop_f64},
 const fastopt_loop_fn FASTOPT_LOOP_TABLE[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
     FASTOPT_FOR_EACH_KERNEL(FO_TABLE_ROW)};
