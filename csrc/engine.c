@@ -249,7 +249,11 @@ void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
     if (threads > 1 && total > 1 && plan->cost >= parallel_threshold) {
         if (plan->serial_steps_left > 0 && thread_backoff) {
             --plan->serial_steps_left;
+            const double start = omp_get_wtime();
             run_range(loops, plan, 0, total, coefficients);
+            const double elapsed = omp_get_wtime() - start;
+            if (plan->serial_seconds <= 0 || elapsed < plan->serial_seconds)
+                plan->serial_seconds = elapsed;
             return;
         }
         const double start = omp_get_wtime();
@@ -268,9 +272,14 @@ void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
          * sleeping worker is slow to wake) that can take milliseconds, far longer than one
          * thread alone would have: then run this plan on one thread for a while, doubling the
          * while each time threads are slow again, so a loaded machine costs at most a few slow
-         * steps. */
-        const double elapsed_ps = (omp_get_wtime() - start) * 1e12;
-        if (elapsed_ps > (double)plan->cost) {
+         * steps. "One thread alone" is the fastest one-thread step of this plan measured so far
+         * (the steps of a back-off are timed); until there is one, the cost estimate, which
+         * holds in cache but not for arrays that stream from memory: there the first slow
+         * step's back-off measures the real one-thread time, and threads are judged by it. */
+        const double elapsed = omp_get_wtime() - start;
+        const double one_thread = plan->serial_seconds > 0 ? plan->serial_seconds
+                                                           : (double)plan->cost * 1e-12;
+        if (elapsed > one_thread) {
             plan->backoff = plan->backoff ? plan->backoff * 2 : 1;
             if (plan->backoff > FASTOPT_MAX_BACKOFF)
                 plan->backoff = FASTOPT_MAX_BACKOFF;

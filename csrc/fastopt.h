@@ -55,9 +55,10 @@ typedef struct {
     const void *const *grad;
     void *const *state0;
     void *const *state1;
-    /* fastopt_run's memory of how threads fared on this plan (start both at 0) */
+    /* fastopt_run's memory of how threads fared on this plan (start all at 0) */
     int32_t serial_steps_left; /* run this many more steps on one thread */
     int32_t backoff;           /* steps to stay serial the next time threads are slow */
+    double serial_seconds;     /* fastest one-thread step measured so far (0: none yet) */
 } fastopt_plan;
 
 /* The estimated single-thread time of one step of kernel over these tensors, in picoseconds. */

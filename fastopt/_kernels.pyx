@@ -49,6 +49,7 @@ cdef extern from "fastopt.h" nogil:
         void **state1
         int serial_steps_left
         int backoff
+        double serial_seconds
 
     int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *sizes,
                                   const int *dtypes)
@@ -351,6 +352,7 @@ cdef class Plan:
         self.plan.cost = fastopt_estimate_cost(self.kernel_id, n, self.sizes, self.dtypes)
         self.plan.serial_steps_left = 0
         self.plan.backoff = 0
+        self.plan.serial_seconds = 0
         self.plan.dtype = self.dtypes
         self.plan.param = self.param_ptr
         self.plan.grad = self.grad_ptr
@@ -447,6 +449,13 @@ cdef class Plan:
             self.info[i].grad = NULL
             self.grad_ptr[i] = NULL
             Py_XDECREF(held)
+
+    @property
+    def thread_state(self):
+        """How threads fared on this plan, for diagnostics: steps still to run on one thread,
+        the length of the next back-off, and the fastest one-thread step timed (seconds)."""
+        return {"serial_steps_left": self.plan.serial_steps_left, "backoff": self.plan.backoff,
+                "serial_seconds": self.plan.serial_seconds}
 
     def params_unchanged(self, params):
         """Does params hold exactly the arrays this plan was built for, none of them changed

@@ -1,5 +1,6 @@
 """fastopt against fastopt.reference, bit for bit: every optimizer x dtype x shape family x SIMD
 path x thread count, plus in-place identity, state, state_dict and pickling."""
+import contextlib
 import pickle
 import sys
 import threading
@@ -9,6 +10,7 @@ import pytest
 
 import fastopt
 import fastopt.reference as reference
+from fastopt import _kernels
 from fastopt.optimizers import OPTIMIZERS
 from fastopt.testing import (assert_bitwise_equal, assert_dict_bitwise_equal,
                              assert_state_bitwise_equal)
@@ -117,6 +119,23 @@ def test_bit_for_bit_large_arrays_threads(name, dtype, simd, threads):
     assert_state_bitwise_equal(ours, theirs)
 
 
+@contextlib.contextmanager
+def thread_settings(threads, threshold, backoff):
+    """Run with this many threads, this parallel threshold (picoseconds) and the back-off on or
+    off; restore the previous settings afterwards."""
+    previous = (fastopt.get_num_threads(), _kernels.get_parallel_threshold(),
+                _kernels.get_thread_backoff())
+    try:
+        fastopt.set_num_threads(threads)
+        _kernels.set_parallel_threshold(threshold)
+        _kernels.set_thread_backoff(backoff)
+        yield
+    finally:
+        fastopt.set_num_threads(previous[0])
+        _kernels.set_parallel_threshold(previous[1])
+        _kernels.set_thread_backoff(previous[2])
+
+
 @pytest.mark.skipif(len(THREADS) < 2, reason="serial build")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("name", NAMES)
@@ -125,15 +144,8 @@ def test_bit_for_bit_when_every_step_is_split_between_threads(name, dtype, simd)
     tensors, between tensors, and on every shape family; 3 threads on 2 cores; and with the
     back-off on, which here (tiny steps always take longer than their estimate) switches
     between threaded and single-threaded steps mid-run."""
-    from fastopt import _kernels
-
-    previous = (fastopt.get_num_threads(), _kernels.get_parallel_threshold(),
-                _kernels.get_thread_backoff())
-    try:
-        _kernels.set_parallel_threshold(0)
-        for threads, backoff in ((2, False), (3, False), (2, True)):
-            fastopt.set_num_threads(threads)
-            _kernels.set_thread_backoff(backoff)
+    for threads, backoff in ((2, False), (3, False), (2, True)):
+        with thread_settings(threads, 0, backoff):
             rng = np.random.default_rng(threads)
             params = make_params(rng, dtype)
             params.update({f"small{i}": rng.standard_normal(i % 37 + 1).astype(dtype)
@@ -141,10 +153,24 @@ def test_bit_for_bit_when_every_step_is_split_between_threads(name, dtype, simd)
             ours, theirs, expected = run_both(name, {}, params, 30, rng)
             assert_dict_bitwise_equal(params, expected, f"{name} {threads}")
             assert_state_bitwise_equal(ours, theirs)
-    finally:
-        fastopt.set_num_threads(previous[0])
-        _kernels.set_parallel_threshold(previous[1])
-        _kernels.set_thread_backoff(previous[2])
+
+
+@pytest.mark.skipif(len(THREADS) < 2, reason="serial build")
+def test_threads_back_off_while_slower_than_one_thread():
+    """A threaded step slower than one thread (16 elements, split by a zero threshold: waking
+    a thread takes microseconds, one thread needs nanoseconds) sends the plan to one thread
+    for 1, then 2, then 4 steps; those steps are timed, and threads are judged against them."""
+    with thread_settings(2, 0, True):
+        opt = fastopt.SGD()
+        params, grads = {"w": np.zeros(16)}, {"w": np.ones(16)}
+        states = []
+        for _ in range(8):
+            opt.update(params, grads)
+            states.append(opt._plan.thread_state)
+    assert [state["backoff"] for state in states] == [1, 1, 2, 2, 2, 4, 4, 4]
+    assert [state["serial_steps_left"] for state in states] == [1, 0, 2, 1, 0, 4, 3, 2]
+    assert states[0]["serial_seconds"] == 0
+    assert 0 < states[1]["serial_seconds"] < 1e-3
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
