@@ -76,7 +76,9 @@ def main():
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
 
-    portable_path = os.environ.get("PYTHONPATH", "")
+    # absolute: the measuring processes run in another folder
+    portable_path = os.pathsep.join(os.path.abspath(entry) for entry in
+                                    os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry)
     with tempfile.TemporaryDirectory() as folder:
         print("building the -march=native copy ...", flush=True)
         build_native(folder)
