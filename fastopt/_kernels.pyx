@@ -206,10 +206,12 @@ cdef class Plan:
     cdef int n_states
     cdef Py_ssize_t n
     cdef readonly tuple keys
-    cdef readonly list params   # the caller's arrays, checked for identity every step
-    cdef list targets           # what the kernel writes for each param: itself or a staging buffer
-    cdef list staged            # indices of params updated through a staging buffer
-    cdef list states
+    cdef readonly tuple params  # the caller's arrays, checked for identity every step
+    cdef tuple targets          # what the kernel writes for each param: itself or a staging buffer
+    cdef tuple staged           # indices of params updated through a staging buffer
+    cdef tuple states
+    cdef bint started           # __init__ has been called (it may be called once)
+    cdef bint ready             # __init__ has completed: the plan may run
     cdef tensor_info *info      # per tensor
     cdef int *dtypes            # per tensor: FASTOPT_FLOAT32 or FASTOPT_FLOAT64
     cdef void **param_ptr
@@ -239,6 +241,8 @@ cdef class Plan:
         self.written_low = NULL
         self.written_high = NULL
         self.busy = False
+        self.started = False
+        self.ready = False
 
     def __dealloc__(self):
         if self.info != NULL:
@@ -260,18 +264,21 @@ cdef class Plan:
         cdef cnp.ndarray p, s
         cdef tensor_info *t
         cdef bint fortran
+        # Once only: every pointer below is borrowed from, or points into, what this call stores.
+        if self.started:
+            raise RuntimeError("a Plan is initialised once; build a new one")
+        self.started = True
         if len(params) != n or len(states) != n:
             raise ValueError("keys, params and states must have the same length")
         self.kernel_id, self.n_states = KERNELS[kernel]
         self.keys = keys
-        self.params = list(params)
-        self.states = [tuple(group) for group in states]
-        self.targets = []
-        self.staged = []
+        self.params = tuple(params)
+        self.states = tuple([tuple(group) for group in states])
+        targets, staged = [], []
 
         cdef Py_ssize_t total_dims = 0
         for i in range(n):
-            total_dims += cnp.PyArray_NDIM(<cnp.ndarray>params[i])
+            total_dims += cnp.PyArray_NDIM(<cnp.ndarray?>params[i])
         cdef size_t count = max(n, 1)
         self.info = <tensor_info *>PyMem_Malloc(count * sizeof(tensor_info))
         self.dtypes = <int *>PyMem_Malloc(count * sizeof(int))
@@ -334,8 +341,8 @@ cdef class Plan:
             else:
                 array = <object>p
                 target = np.empty(array.shape, dtype=array.dtype, order="F" if fortran else "C")
-                self.staged.append(i)
-            self.targets.append(target)
+                staged.append(i)
+            targets.append(target)
             self.param_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>target)
             self.sizes[i] = cnp.PyArray_SIZE(p)
             if self.n_states >= 1:
@@ -344,6 +351,8 @@ cdef class Plan:
                 self.state1_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>group[1])
             self.grad_ptr[i] = NULL
 
+        self.targets = tuple(targets)
+        self.staged = tuple(staged)
         self.offsets[0] = 0
         for i in range(n):
             self.offsets[i + 1] = self.offsets[i] + self.sizes[i]
@@ -360,6 +369,7 @@ cdef class Plan:
         self.plan.state1 = self.state1_ptr
 
         self._build_written_ranges()
+        self.ready = True
 
     cdef _build_written_ranges(self):
         """Sorted, merged byte ranges of every parameter and state array, so that a gradient's
@@ -462,7 +472,7 @@ cdef class Plan:
         (data, shape, dtype, layout, writeability)? Then the plan can be reused."""
         cdef Py_ssize_t i, position = 0
         cdef PyObject *item
-        if not isinstance(params, dict) or len(<dict>params) != self.n:
+        if not self.ready or not isinstance(params, dict) or len(<dict>params) != self.n:
             return False
         for i in range(self.n):
             item = self._lookup(<dict>params, i, &position)
@@ -477,21 +487,25 @@ cdef class Plan:
         just validated grads in full (skips the conservative overlap test, which a strided
         view interleaved with a parameter can fail without really overlapping).
         """
+        cdef double c[FASTOPT_MAX_COEFFICIENTS]
+        cdef Py_ssize_t i, n_coefficients
         if self.busy:
             raise RuntimeError("this optimizer is already running update() in another thread; "
                                "use one optimizer per thread")
-        if not (isinstance(params, dict) and isinstance(grads, dict)):
-            return False
-        if len(<dict>params) != self.n or len(<dict>grads) != self.n:
-            return False
-        cdef double c[FASTOPT_MAX_COEFFICIENTS]
-        cdef Py_ssize_t i
-        memset(c, 0, sizeof(c))
-        for i in range(len(coefficients)):
-            c[i] = coefficients[i]
-
+        # Busy from here: what follows may run Python code (reading coefficients, copying a
+        # gradient), and another thread must not get in and rebind the pointers meanwhile.
         self.busy = True
         try:
+            if not (self.ready and isinstance(params, dict) and isinstance(grads, dict)):
+                return False
+            if len(<dict>params) != self.n or len(<dict>grads) != self.n:
+                return False
+            n_coefficients = len(coefficients)
+            if n_coefficients > FASTOPT_MAX_COEFFICIENTS:
+                raise ValueError(f"at most {FASTOPT_MAX_COEFFICIENTS} coefficients")
+            memset(c, 0, sizeof(c))
+            for i in range(n_coefficients):
+                c[i] = coefficients[i]
             if not self._bind_grads(<dict>params, <dict>grads, trusted):
                 return False
             for i in self.staged:

@@ -4,12 +4,14 @@ bad call is the first update() or comes after good ones (when a cached plan exis
 import copy
 import pickle
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 import fastopt
 import fastopt.reference as reference
+from fastopt import _kernels
 from fastopt.optimizers import OPTIMIZERS
 from fastopt.testing import assert_bitwise_equal
 
@@ -322,3 +324,39 @@ def test_fastopt_simd_environment_variable(run_python):
     result = run_python("-c", "import fastopt", extra_env={"FASTOPT_SIMD": "sse9"})
     assert result.returncode != 0
     assert "FASTOPT_SIMD=sse9: unknown SIMD path 'sse9'" in result.stderr
+
+
+def test_a_plan_runs_one_step_at_a_time_and_is_built_once():
+    """While one thread is inside a step (here still reading its coefficients, which runs
+    Python code) a second step on the same plan raises instead of rebinding the pointers under
+    it; and a plan's __init__ cannot run again over a plan that exists."""
+    params, grads = {"w": np.zeros(1000)}, {"w": np.ones(1000)}
+    plan = _kernels.Plan("sgd", ("w",), [params["w"]], [()])
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowCoefficients:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            entered.set()
+            release.wait(10)
+            return 0.1
+
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(plan.step(params, grads, SlowCoefficients())))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        with pytest.raises(RuntimeError, match="already running update"):
+            plan.step(params, grads, (0.1,))
+    finally:
+        release.set()
+        worker.join()
+    assert results == [True]
+    assert_bitwise_equal(params["w"], np.full(1000, -0.1))
+    with pytest.raises(RuntimeError, match="initialised once"):
+        plan.__init__("sgd", ("w",), [params["w"]], [()])
+    assert plan.step(params, grads, (0.1,))
+    assert_bitwise_equal(params["w"], np.full(1000, -0.2))
