@@ -59,56 +59,41 @@ static inline int64_t fo_head_elements(const void *p, size_t itemsize, int64_t n
         k.d[j] = coefficients[j];                                      \
     }
 
-#define FO_DEFINE_LOOP_0(name, REAL, SFX)                                                       \
+/* The start of every loop: typed pointers (a state pointer the kernel does not have is NULL and
+ * unused), the coefficients, and the elements before p reaches a 64-byte boundary. */
+#define FO_LOOP_START(REAL, SFX)                                                                \
+    REAL *FO_RESTRICT p = (REAL *)param;                                                      \
+    const REAL *FO_RESTRICT g = (const REAL *)grad;                                           \
+    REAL *FO_RESTRICT s0 = (REAL *)state0;                                                    \
+    REAL *FO_RESTRICT s1 = (REAL *)state1;                                                    \
+    (void)s0;                                                                                 \
+    (void)s1;                                                                                 \
+    FO_LOAD_COEFFICIENTS(REAL, SFX)                                                           \
+    const int64_t head = fo_head_elements(p, sizeof(REAL), n);                                \
+    int64_t i = 0;
+
+#define FO_LOOP_SIGNATURE(name, SFX)                                                            \
     static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
-                                  void *state1, const double *coefficients)                   \
+                                  void *state1, const double *coefficients)
+
+/* One pass; the head first, on its own, so that the main loop starts aligned. STATES(i) is
+ * the state arguments of element i: nothing, or ", &s0[i]", or ", &s0[i], &s1[i]". */
+#define FO_STATES_0(i)
+#define FO_STATES_1(i) , &s0[i]
+#define FO_STATES_2(i) , &s0[i], &s1[i]
+#define FO_DEFINE_ONE_PASS_LOOP(name, REAL, SFX, STATES)                                        \
+    FO_LOOP_SIGNATURE(name, SFX)                                                              \
     {                                                                                         \
-        REAL *FO_RESTRICT p = (REAL *)param;                                                  \
-        const REAL *FO_RESTRICT g = (const REAL *)grad;                                       \
-        (void)state0;                                                                         \
-        (void)state1;                                                                         \
-        FO_LOAD_COEFFICIENTS(REAL, SFX)                                                       \
-        const int64_t head = fo_head_elements(p, sizeof(REAL), n);                            \
-        int64_t i = 0;                                                                        \
+        FO_LOOP_START(REAL, SFX)                                                              \
         for (; i < head; ++i)                                                                 \
-            name##_element_##SFX(&k, g[i], &p[i]);                                            \
+            name##_element_##SFX(&k, g[i], &p[i] STATES(i));                                  \
         for (; i < n; ++i)                                                                    \
-            name##_element_##SFX(&k, g[i], &p[i]);                                            \
+            name##_element_##SFX(&k, g[i], &p[i] STATES(i));                                  \
     }
 
-#define FO_DEFINE_LOOP_1(name, REAL, SFX)                                                       \
-    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
-                                  void *state1, const double *coefficients)                   \
-    {                                                                                         \
-        REAL *FO_RESTRICT p = (REAL *)param;                                                  \
-        const REAL *FO_RESTRICT g = (const REAL *)grad;                                       \
-        REAL *FO_RESTRICT s0 = (REAL *)state0;                                                \
-        (void)state1;                                                                         \
-        FO_LOAD_COEFFICIENTS(REAL, SFX)                                                       \
-        const int64_t head = fo_head_elements(p, sizeof(REAL), n);                            \
-        int64_t i = 0;                                                                        \
-        for (; i < head; ++i)                                                                 \
-            name##_element_##SFX(&k, g[i], &p[i], &s0[i]);                                    \
-        for (; i < n; ++i)                                                                    \
-            name##_element_##SFX(&k, g[i], &p[i], &s0[i]);                                    \
-    }
-
-#define FO_DEFINE_LOOP_2(name, REAL, SFX)                                                       \
-    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
-                                  void *state1, const double *coefficients)                   \
-    {                                                                                         \
-        REAL *FO_RESTRICT p = (REAL *)param;                                                  \
-        const REAL *FO_RESTRICT g = (const REAL *)grad;                                       \
-        REAL *FO_RESTRICT s0 = (REAL *)state0;                                                \
-        REAL *FO_RESTRICT s1 = (REAL *)state1;                                                \
-        FO_LOAD_COEFFICIENTS(REAL, SFX)                                                       \
-        const int64_t head = fo_head_elements(p, sizeof(REAL), n);                            \
-        int64_t i = 0;                                                                        \
-        for (; i < head; ++i)                                                                 \
-            name##_element_##SFX(&k, g[i], &p[i], &s0[i], &s1[i]);                            \
-        for (; i < n; ++i)                                                                    \
-            name##_element_##SFX(&k, g[i], &p[i], &s0[i], &s1[i]);                            \
-    }
+#define FO_DEFINE_LOOP_0(name, REAL, SFX) FO_DEFINE_ONE_PASS_LOOP(name, REAL, SFX, FO_STATES_0)
+#define FO_DEFINE_LOOP_1(name, REAL, SFX) FO_DEFINE_ONE_PASS_LOOP(name, REAL, SFX, FO_STATES_1)
+#define FO_DEFINE_LOOP_2(name, REAL, SFX) FO_DEFINE_ONE_PASS_LOOP(name, REAL, SFX, FO_STATES_2)
 
 /* Two passes over each block of FO_BLOCK elements, which stays in L1: name_states() updates both
  * state arrays and returns a value per element (Adam: the denominator), then name_param() updates
@@ -123,17 +108,10 @@ static inline int64_t fo_head_elements(const void *p, size_t itemsize, int64_t n
 #define FO_DEFINE_LOOP_2_two_pass_f64(name) FO_DEFINE_LOOP_2(name, double, f64)
 #define FO_DEFINE_LOOP_2_two_pass_f32(name) FO_DEFINE_TWO_PASS_LOOP_2(name, float, f32)
 #define FO_DEFINE_TWO_PASS_LOOP_2(name, REAL, SFX)                                             \
-    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
-                                  void *state1, const double *coefficients)                   \
+    FO_LOOP_SIGNATURE(name, SFX)                                                              \
     {                                                                                         \
-        REAL *FO_RESTRICT p = (REAL *)param;                                                  \
-        const REAL *FO_RESTRICT g = (const REAL *)grad;                                       \
-        REAL *FO_RESTRICT s0 = (REAL *)state0;                                                \
-        REAL *FO_RESTRICT s1 = (REAL *)state1;                                                \
+        FO_LOOP_START(REAL, SFX)                                                              \
         REAL carry[FO_BLOCK];                                                                 \
-        FO_LOAD_COEFFICIENTS(REAL, SFX)                                                       \
-        const int64_t head = fo_head_elements(p, sizeof(REAL), n);                            \
-        int64_t i = 0;                                                                        \
         for (; i < head; ++i)                                                                 \
             name##_element_##SFX(&k, g[i], &p[i], &s0[i], &s1[i]);                            \
         for (; i < n; i += FO_BLOCK) {                                                        \
