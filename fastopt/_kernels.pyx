@@ -194,6 +194,17 @@ ctypedef struct tensor_info:
     PyObject *grad              # strong reference to this step's gradient (or its copy)
 
 
+cdef inline bint _has_shape(const tensor_info *t, const Py_ssize_t *dims, cnp.ndarray a):
+    """Has a the shape t's parameter had at validation time (t.ndim sizes at dims[t.dim_start:])?"""
+    if cnp.PyArray_NDIM(a) != t.ndim:
+        return False
+    cdef int d
+    for d in range(t.ndim):
+        if cnp.PyArray_DIM(a, d) != dims[t.dim_start + d]:
+            return False
+    return True
+
+
 cdef class Plan:
     """Pointers for one optimizer over one set of parameter arrays.
 
@@ -426,12 +437,8 @@ cdef class Plan:
             return False
         if cnp.PyArray_TYPE(p) != t.typenum or not cnp.PyArray_ISNOTSWAPPED(p):
             return False
-        if cnp.PyArray_NDIM(p) != t.ndim:
+        if not _has_shape(t, self.dims, p):
             return False
-        cdef int d
-        for d in range(t.ndim):
-            if cnp.PyArray_DIM(p, d) != self.dims[t.dim_start + d]:
-                return False
         if t.in_place:  # its layout must still be the one validated
             return _direct(p, t.fortran)
         return True
@@ -522,7 +529,7 @@ cdef class Plan:
     cdef bint _bind_grads(self, dict params, dict grads, bint trusted) except -1:
         """Check every key's parameter and gradient; point the plan at the gradients, holding a
         reference to each until _release_grads(). False if anything does not fit."""
-        cdef Py_ssize_t i, d, param_position = 0, grad_position = 0
+        cdef Py_ssize_t i, param_position = 0, grad_position = 0
         cdef PyObject *item
         cdef cnp.ndarray g
         cdef tensor_info *t
@@ -538,11 +545,8 @@ cdef class Plan:
             g = <cnp.ndarray>item
             if cnp.PyArray_TYPE(g) != t.typenum or not cnp.PyArray_ISNOTSWAPPED(g):
                 return False
-            if cnp.PyArray_NDIM(g) != t.ndim:
+            if not _has_shape(t, self.dims, g):
                 return False
-            for d in range(t.ndim):
-                if cnp.PyArray_DIM(g, d) != self.dims[t.dim_start + d]:
-                    return False
             direct = _direct(g, t.fortran)
             # A contiguous gradient's bytes are [data, data + size * itemsize): the same data
             # pointer as a gradient that passed the test before means the same verdict.
