@@ -14,7 +14,10 @@
 #             instruction dies with SIGILL) and -cpu Haswell (AVX2): build_info()["simd"] must be
 #             "baseline" and "avx2", and the bit-for-bit tests pass on every available path.
 #             A control program compiled with -mavx2 must die with SIGILL under Westmere, or the
-#             emulator would prove nothing.
+#             emulator would prove nothing; another must show NumPy itself runs there (OpenBLAS
+#             is told a core type the emulated CPU has: NEHALEM or HASWELL, whatever the
+#             environment's OPENBLAS_CORETYPE says), so an emulation problem of NumPy's is
+#             never reported as a fastopt SIGILL.
 #   musl      csrc/ built statically against musl libc (musllinux has no ifunc): the CPUID
 #             dispatch must choose baseline on Westmere and avx2 on Haswell; no IFUNC symbols
 #   nocc      the wheel installed into a fresh venv with no C compiler reachable (PATH without
@@ -254,9 +257,35 @@ install_wheel() {  # install_wheel VENV: the repaired wheel with its test extra,
     "$1/bin/python" -m pip install -q --only-binary=:all: "${repaired}[test]"
 }
 
+# NumPy's OpenBLAS picks its kernels from OPENBLAS_CORETYPE when the environment sets it, else
+# from the CPU it runs on. Some hosts set OPENBLAS_CORETYPE=Haswell (or OpenBLAS misreads the
+# emulated CPU), and then `import numpy` alone dies with SIGILL under -cpu Westmere in OpenBLAS's
+# AVX2 kernels. Every emulated run names a core type that the emulated CPU has, whatever the
+# environment says.
+openblas_coretype() {  # openblas_coretype CPU: the OpenBLAS core type for an emulated CPU
+    case "$1" in
+        Westmere*) echo NEHALEM ;;
+        Haswell*) echo HASWELL ;;
+        *) echo "check_wheel.sh: no OpenBLAS core type known for -cpu $1" >&2; return 1 ;;
+    esac
+}
+
 emulated() {  # emulated CPU ARGS...: run the test venv's python on an emulated CPU
-    local cpu=$1; shift
-    qemu-x86_64 -cpu "$cpu" "$WORK/venv-wheel/bin/python" "$@"
+    local cpu=$1 coretype; shift
+    coretype=$(openblas_coretype "$cpu") || return 1
+    OPENBLAS_CORETYPE=$coretype qemu-x86_64 -cpu "$cpu" "$WORK/venv-wheel/bin/python" "$@"
+}
+
+# Control: NumPy itself (import and a BLAS dot product) must run under the emulated CPU, so a
+# problem of NumPy's OpenBLAS under emulation is reported as that, never as a fastopt SIGILL.
+NUMPY_CONTROL='import numpy; assert numpy.ones(2) @ numpy.ones(2) == 2.0'
+check_numpy_under() {  # check_numpy_under NAME CPU
+    local name=$1 cpu=$2 out rc=0
+    out=$(cd "$WORK/run-qemu" && emulated "$cpu" -c "$NUMPY_CONTROL" 2>&1) || rc=$?
+    [ $rc -eq 0 ] || fail "control: NumPy alone (import numpy; ones(2) @ ones(2)) fails under \
+-cpu $name with OPENBLAS_CORETYPE=$(openblas_coretype "$cpu") (exit $rc): NumPy/OpenBLAS under \
+emulation, not fastopt: $(echo "$out" | tail -1)"
+    fact "control: NumPy imports and runs BLAS under $name (OPENBLAS_CORETYPE=$(openblas_coretype "$cpu"))"
 }
 
 INFO_SCRIPT='import fastopt, json; i = fastopt.build_info(); print(json.dumps({k: i[k] for k in ("simd", "simd_available", "simd_compiled", "openmp")}))'
@@ -303,6 +332,9 @@ stage_qemu() {
     else
         echo "no C compiler for the SIGILL control; skipped"
     fi
+
+    check_numpy_under Westmere "$WESTMERE_CPU"
+    check_numpy_under Haswell "$HASWELL_CPU"
 
     # Forcing a path the CPU lacks must fail cleanly at import, never with SIGILL.
     local out rc=0
