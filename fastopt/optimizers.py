@@ -1,6 +1,8 @@
-"""The optimizers: the seeds' dict-based classes, running on fastopt's compiled kernels.
+"""The optimizers: the textbook's dict-based classes, running on fastopt's compiled kernels.
 
-Each class keeps the seeds' constructor arguments, defaults, attribute names and update(params,
+"The textbook" is *Deep Learning from Scratch* (Koki Saitou), whose `common/optimizer.py` defines
+the classes SGD, Momentum, Nesterov, AdaGrad, RMSprop and Adam that fastopt.reference reproduces.
+Each class keeps the textbook's constructor arguments, defaults, attribute names and update(params,
 grads) contract: params and grads are dicts of NumPy arrays with the same keys; update() changes
 the arrays in params in place and returns None. Results are bit for bit those of
 fastopt.reference.
@@ -21,7 +23,7 @@ __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Ad
 
 _STATE_DICT_VERSION = 1
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-EPSILON = 1e-7  # the seeds' constant, added to sqrt(h) or sqrt(v)
+EPSILON = 1e-7  # the textbook's constant, added to sqrt(h) or sqrt(v)
 
 
 def _check_learning_rate(name, value):
@@ -42,7 +44,7 @@ def _check_real(name, value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     # Stored as a Python float: the coefficients are then computed in double and rounded to the
-    # array's dtype, as with the seeds' float literals.
+    # array's dtype, as with the textbook's float literals.
     return float(value)
 
 
@@ -71,6 +73,23 @@ class _Hyperparameter:
         setattr(instance, self.attribute, self.check(self.name, value))
 
 
+def _read_only_attribute(name):
+    """A setter for an attribute the textbook's classes let users assign (opt.m = None,
+    opt.iter = 0) but fastopt keeps consistent with its compiled plan: it raises
+    AttributeError saying what to do instead."""
+    in_place = "" if name == "iter" else (
+        f"; to change state values, write into the arrays in place (opt.{name}[key][...] = ...)")
+
+    def setter(self, value):
+        raise AttributeError(
+            f"{type(self).__name__}.{name} cannot be assigned: fastopt keeps the state and the "
+            f"step count consistent with each other. To start over, call reset() (it forgets "
+            f"the state and the step count) or create a new optimizer; to resume a saved run, "
+            f"use load_state_dict(){in_place}")
+
+    return setter
+
+
 def _state_view(name):
     def getter(self):
         state = self._state
@@ -78,14 +97,15 @@ def _state_view(name):
 
     getter.__doc__ = (f"The optimizer's {name!r} state: a read-only mapping from parameter name "
                       "to array, None before the first update(). The arrays may be read and "
-                      "written in place; use load_state_dict() to replace them.")
-    return property(getter)
+                      "written in place; use load_state_dict() to replace them, reset() to "
+                      "forget them.")
+    return property(getter, _read_only_attribute(name))
 
 
 class Optimizer:
     """Base class: validation, state, the plan, state_dict and pickling.
 
-    Subclasses set _kernel (a name in fastopt._kernels.KERNELS), _state_names (the seeds'
+    Subclasses set _kernel (a name in fastopt._kernels.KERNELS), _state_names (the textbook's
     attribute names of the state dicts, e.g. ("m", "v")) and _hyperparameters, and implement
     _coefficients(step) -> tuple of floats for the kernel.
     """
@@ -104,11 +124,23 @@ class Optimizer:
     # ---- the hot path ------------------------------------------------------------------------
 
     def update(self, params, grads):
-        """Apply one step to every array in params, in place.
+        """Apply one step to every array in params, in place; return None.
 
-        params: dict of name -> writeable float32 or float64 numpy.ndarray, updated in place.
-        grads: dict with the same names -> arrays of the same shape and dtype (read only).
-        Raises TypeError or ValueError, naming the key, before anything is modified.
+        params: dict of name -> writeable float32 or float64 numpy.ndarray (native byte order,
+        any shape and layout), updated in place. grads: dict with the same names -> arrays of
+        the same shape and dtype (a NumPy float scalar for a 0-d parameter), never modified.
+        The first update() creates the optimizer state for exactly the keys of params.
+
+        Raises, before anything is modified (parameters, state, step count):
+        - TypeError: params or grads is not a dict; a value is not a numpy.ndarray; a dtype is
+          not float32/float64 in native byte order; a gradient's dtype differs from its
+          parameter's.
+        - ValueError: the keys of params and grads differ; a shape differs; a parameter is
+          read-only; two arrays the step writes or reads share memory; a key has no optimizer
+          state (added after the first update(): see reset()) or its state's shape or dtype
+          differs from the parameter's.
+        - RuntimeError: this optimizer is already inside update() in another thread (use one
+          optimizer per thread).
         """
         step = self._step + 1
         coefficients = self._coefficients(step)
@@ -125,6 +157,14 @@ class Optimizer:
     def _coefficients(self, step):
         raise NotImplementedError
 
+    def reset(self):
+        """Forget the optimizer state and the step count, keeping the hyperparameters: the next
+        update() starts afresh, as a new optimizer would, and creates the state for the keys
+        it is given (the way to add or remove parameters after the first update())."""
+        self._state = None
+        self._step = 0
+        self._plan = None
+
     # ---- validation --------------------------------------------------------------------------
 
     def _prepare(self, params, grads):
@@ -139,7 +179,9 @@ class Optimizer:
                     if key not in state[name]:
                         raise ValueError(
                             f"params[{key!r}] has no optimizer state: the state was created at "
-                            f"the first update() for the keys {sorted(state[name], key=str)}")
+                            f"the first update() for the keys {sorted(state[name], key=str)}. "
+                            f"To train a different set of parameters, call reset() first (it "
+                            f"forgets the state and the step count) or use a new optimizer")
                     array = state[name][key]
                     if array.shape != params[key].shape or array.dtype != params[key].dtype:
                         raise ValueError(
@@ -341,9 +383,11 @@ def _load_state(state, state_names):
 # ---- the six optimizers ------------------------------------------------------------------------
 
 class SGD(Optimizer):
-    """Stochastic gradient descent: params -= lr * grads.
+    """Stochastic gradient descent, as the textbook's SGD: params -= lr * grads.
 
-    lr: learning rate, a finite float >= 0 (default 0.01).
+    Arguments (stored as Python floats, assignable between steps):
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
+    State: none.
     """
 
     _kernel = "sgd"
@@ -371,10 +415,13 @@ class _VelocityOptimizer(Optimizer):
 
 
 class Momentum(_VelocityOptimizer):
-    """Momentum SGD: v = momentum*v - lr*grads; params += v (v starts at 0).
+    """Momentum SGD, as the textbook's Momentum: v = momentum*v - lr*grads; params += v.
 
-    lr: learning rate, folded into the velocity as in the seeds (default 0.01).
-    momentum: in [0, 1) (default 0.9). State: .v, per parameter.
+    Arguments (stored as Python floats, assignable between steps):
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01); folded into the velocity, so a new lr acts through new gradients.
+      momentum: the fraction of the velocity kept from one step to the next, in [0, 1)
+        (default 0.9).
+    State: .v, the velocity per parameter (starts at 0; same shape and dtype).
     """
 
     _kernel = "momentum"
@@ -384,10 +431,14 @@ class Momentum(_VelocityOptimizer):
 
 
 class Nesterov(_VelocityOptimizer):
-    """Nesterov's accelerated gradient, in the seeds' formulation:
+    """Nesterov's accelerated gradient, in the textbook's formulation:
     v = momentum*v - lr*grads; params += momentum**2 * v - (1 + momentum) * lr * grads.
 
-    lr: learning rate (default 0.01). momentum: in [0, 1) (default 0.9). State: .v.
+    Arguments (stored as Python floats, assignable between steps):
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
+      momentum: the fraction of the velocity kept from one step to the next, in [0, 1)
+        (default 0.9).
+    State: .v, the velocity per parameter (starts at 0; same shape and dtype).
     """
 
     _kernel = "nesterov"
@@ -398,9 +449,12 @@ class Nesterov(_VelocityOptimizer):
 
 
 class AdaGrad(Optimizer):
-    """AdaGrad: h += grads**2; params -= lr * grads / (sqrt(h) + 1e-7) (h starts at 0).
+    """AdaGrad, as the textbook's AdaGrad: h += grads**2; params -= lr*grads / (sqrt(h) + 1e-7).
 
-    lr: learning rate (default 0.01). State: .h.
+    Arguments (stored as Python floats, assignable between steps):
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
+    The 1e-7 that keeps the division finite is the textbook's constant (not an argument).
+    State: .h, the sum of squared gradients per parameter (starts at 0).
     """
 
     _kernel = "adagrad"
@@ -417,9 +471,14 @@ class AdaGrad(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """RMSprop: h = decay_rate*h + (1-decay_rate)*grads**2; params -= lr*grads/(sqrt(h)+1e-7).
+    """RMSprop, as the textbook's RMSprop:
+    h = decay_rate*h + (1-decay_rate)*grads**2; params -= lr*grads / (sqrt(h) + 1e-7).
 
-    lr: learning rate (default 0.01). decay_rate: in [0, 1) (default 0.99). State: .h.
+    Arguments (stored as Python floats, assignable between steps):
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
+      decay_rate: the fraction of h kept from one step to the next, in [0, 1) (default 0.99).
+    The 1e-7 is the textbook's constant (not an argument).
+    State: .h, the moving average of squared gradients per parameter (starts at 0).
     """
 
     _kernel = "rmsprop"
@@ -438,12 +497,17 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam, in the seeds' formulation: with t the step number (1, 2, ...),
+    """Adam, in the textbook's formulation: with t the step number (1, 2, ...),
     lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t); m += (1-beta1)*(grads-m);
     v += (1-beta2)*(grads**2-v); params -= lr_t * m / (sqrt(v) + 1e-7).
 
-    lr: learning rate (default 0.001). beta1, beta2: in [0, 1) (defaults 0.9, 0.999).
-    State: .m, .v, and .iter (the number of steps taken).
+    Arguments (stored as Python floats, assignable between steps):
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.001); the bias correction is folded into lr_t.
+      beta1: decay rate of the first-moment average m, in [0, 1) (default 0.9).
+      beta2: decay rate of the second-moment average v, in [0, 1) (default 0.999).
+    The 1e-7 is added to sqrt(v) before bias correction (the textbook's constant; PyTorch adds
+    its eps after).
+    State: .m and .v per parameter (start at 0), and .iter, the number of steps taken.
     """
 
     _kernel = "adam"
@@ -458,10 +522,9 @@ class Adam(Optimizer):
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         super().__init__(lr=lr, beta1=beta1, beta2=beta2)
 
-    @property
-    def iter(self):
-        """Steps taken so far (the seeds' Adam.iter)."""
-        return self._step
+    iter = property(lambda self: self._step, _read_only_attribute("iter"),
+                    doc="Steps taken so far (the textbook's Adam.iter); read-only: see reset() "
+                        "and load_state_dict().")
 
     def _coefficients(self, step):
         beta1, beta2 = self._beta1, self._beta2

@@ -1,4 +1,4 @@
-"""The NumPy oracle: the seeds' optimizer classes, as the seeds write them.
+"""The NumPy oracle: the textbook's optimizer classes, as the textbook writes them.
 
 Every test compares fastopt against these classes bit for bit, and every benchmark measures
 against them. Do not "improve" them: their exact expressions (and NumPy 2's rules for how a
@@ -41,7 +41,7 @@ class Momentum:
 
 
 class Nesterov:
-    """Nesterov's Accelerated Gradient (the seeds' formulation)."""
+    """Nesterov's Accelerated Gradient (the textbook's formulation)."""
 
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
@@ -100,7 +100,7 @@ class RMSprop:
 
 
 class Adam:
-    """Adam (http://arxiv.org/abs/1412.6980v8), the seeds' formulation."""
+    """Adam (http://arxiv.org/abs/1412.6980v8), the textbook's formulation."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         self.lr = lr

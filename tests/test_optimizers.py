@@ -256,7 +256,7 @@ def test_updates_callers_arrays_in_place(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_state_attributes_like_the_seeds(name):
+def test_state_attributes_like_the_textbook(name):
     opt = OPTIMIZERS[name]()
     ref = getattr(reference, name)()
     for state_name in ("v", "h", "m"):
@@ -275,7 +275,7 @@ def test_state_attributes_like_the_seeds(name):
         assert opt.iter == 1
 
 
-def test_constructor_arguments_and_defaults_match_the_seeds():
+def test_constructor_arguments_and_defaults_match_the_textbook():
     import inspect
 
     for name, cls in OPTIMIZERS.items():

@@ -134,7 +134,8 @@ def test_changed_structure_after_state_exists(name):
     new_key = dict(params, extra=np.zeros(2))
     new_grads = dict(grads, extra=np.zeros(2))
     before = snapshot(opt, params)
-    with pytest.raises(ValueError, match=r"params\['extra'\] has no optimizer state"):
+    with pytest.raises(ValueError, match=r"params\['extra'\] has no optimizer state.*"
+                                         r"call reset\(\) first .* or use a new optimizer"):
         opt.update(new_key, new_grads)
     assert_unchanged(opt, params, before)
 
@@ -150,6 +151,46 @@ def test_changed_structure_after_state_exists(name):
         opt.update(params, dict(grads, W1=np.zeros((3, 4))))
     params["W1"].shape = (4, 3)
     assert_unchanged(opt, params, before)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if OPTIMIZERS[n]._state_names])
+def test_state_attributes_cannot_be_assigned_and_say_what_to_do(name):
+    """The textbook's habits (opt.m = None, opt.iter = 0) raise AttributeError naming reset()
+    and load_state_dict(), and change nothing."""
+    opt = OPTIMIZERS[name]()
+    params, grads = good_inputs()
+    opt.update(params, grads)
+    before = snapshot(opt, params)
+    attributes = list(OPTIMIZERS[name]._state_names) + (["iter"] if name == "Adam" else [])
+    for attribute in attributes:
+        for value in (None, 0, {}):
+            with pytest.raises(AttributeError, match=rf"{name}\.{attribute} cannot be assigned"
+                                                     r".*call reset\(\).*load_state_dict\(\)"):
+                setattr(opt, attribute, value)
+    assert_unchanged(opt, params, before)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reset_starts_afresh_with_new_keys(name):
+    """After reset() the optimizer behaves as a new one with the same hyperparameters: new
+    keys are accepted, and the numbers are the reference's from step 1."""
+    hyperparameters = {"lr": 0.05}
+    opt = OPTIMIZERS[name](**hyperparameters)
+    params, grads = good_inputs()
+    for _ in range(3):
+        opt.update(params, grads)
+    opt.reset()
+    assert opt.state_dict()["step"] == 0 and opt.state_dict()["state"] is None
+    assert opt.lr == 0.05
+    new_params = {"extra": np.linspace(-1, 1, 7), **good_inputs()[0]}
+    new_grads = {"extra": np.linspace(1, 2, 7), **grads}
+    expected = copy.deepcopy(new_params)
+    ref = getattr(reference, name)(**hyperparameters)
+    for _ in range(2):
+        opt.update(new_params, new_grads)
+        ref.update(expected, new_grads)
+    for key in expected:
+        assert_bitwise_equal(new_params[key], expected[key], key)
 
 
 @pytest.mark.parametrize("name", NAMES)

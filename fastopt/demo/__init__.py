@@ -1,4 +1,4 @@
-"""The seeds' experiments as commands: `fastopt paths` and `fastopt compare`.
+"""The textbook's experiments as commands: `fastopt paths` and `fastopt compare`.
 
     fastopt paths     each optimizer's path on f(x, y) = x**2/20 + y**2 from (-7, 2), as a PNG
     fastopt compare   a multi-layer network trained on handwritten digits with each optimizer:

@@ -1,4 +1,4 @@
-"""A multi-layer network in NumPy, the seeds' MultiLayerNet: affine layers, sigmoid or ReLU,
+"""A multi-layer network in NumPy, the textbook's MultiLayerNet: affine layers, sigmoid or ReLU,
 optional batch normalisation, softmax with cross-entropy, L2 weight decay, gradients by
 backpropagation.
 
@@ -127,7 +127,7 @@ class SoftmaxCrossEntropy:
 def initial_weight_std(weight_init, activation, fan_in):
     """The standard deviation of a layer's initial weights: "he" sqrt(2/fan_in), "xavier"
     sqrt(1/fan_in), "auto" He for ReLU and Xavier for sigmoid, or a positive number used as is
-    (the seeds' 0.01)."""
+    (the textbook's 0.01)."""
     if weight_init == "auto":
         weight_init = "he" if activation == "relu" else "xavier"
     if weight_init == "he":
