@@ -311,7 +311,73 @@ def test_missing_demo_extra_is_reported_with_the_install_command(monkeypatch, ca
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     assert main(["paths"]) == 2
     assert main(["compare"]) == 2
-    assert capsys.readouterr().err.count("pip install 'fastopt[demo]'") == 2
+    error = capsys.readouterr().err
+    assert error.count("pip install 'fastopt[demo]'") == 2
+    assert error.count('pip install ".[demo]" from a fastopt source checkout') == 2
+
+
+def test_same_losses_is_bitwise_with_nan_equal_to_nan():
+    nan = float("nan")
+    assert compare.same_losses([1.0, nan, nan], [1.0, nan, nan])
+    assert not compare.same_losses([1.0, nan], [1.0, 2.0])
+    assert not compare.same_losses([0.0], [-0.0])  # bit for bit, not ==
+    assert not compare.same_losses([1.0, 2.0], [1.0])
+    assert compare.first_nonfinite_iteration([3.0, 2.0, float("inf"), nan]) == 3
+    assert compare.first_nonfinite_iteration([3.0]) is None
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")
+def test_a_diverged_run_is_the_same_on_both_backends_and_written_as_strict_json(
+        tmp_path, capsys, demo_extra):
+    """SGD with lr 1e20 on a ReLU network overflows to NaN at the second iteration: both
+    backends give NaN in the same places, which the table calls the same losses, and the JSON
+    has null there (strict parsers reject a bare NaN)."""
+    json_path = tmp_path / "diverged.json"
+    status = main(["compare", "--optimizers", "sgd", "--lr", "SGD=1e20", "--activation", "relu",
+                   "--dtype", "float32", "--iters", "12", "--eval-interval", "4",
+                   "--plot", str(tmp_path / "diverged.png"), "--json", str(json_path)])
+    assert status == 0
+    output = capsys.readouterr().out
+    (row,) = [line for line in output.splitlines() if line.startswith("SGD")]
+    assert row.split()[-1] == "yes"
+    assert "(diverged at 2)" in row
+    text = json_path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    document = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name}"))
+    for result in document["results"]:
+        assert result["losses"][0] is not None and result["losses"][1:] == [None] * 11
+        assert result["final_loss"] is None
+    assert_is_png(tmp_path / "diverged.png")
+
+
+@pytest.mark.parametrize("command", ["compare", "paths"])
+@pytest.mark.parametrize("option", ["--plot", "--json"])
+def test_bad_output_path_fails_at_once_with_one_line(tmp_path, capsys, demo_extra, command,
+                                                     option, monkeypatch):
+    if command == "paths" and option == "--json":
+        pytest.skip("fastopt paths has no --json")
+    trained = []
+    monkeypatch.setattr(compare, "compare", lambda *a, **k: trained.append(1))
+    missing = tmp_path / "no" / "such" / "dir" / "out.file"
+    assert main([command, option, str(missing)]) == 1
+    error = capsys.readouterr().err
+    assert error == (f"fastopt {command}: error: {option} {missing}: the folder "
+                     f"{missing.parent} does not exist\n")
+    assert not trained
+    assert main([command, option, str(tmp_path)]) == 1
+    assert "is a folder, not a file name" in capsys.readouterr().err
+
+
+def test_compare_table_shows_mean_microseconds_per_step(demo_extra):
+    runs = [compare.RunResult(optimizer="SGD", backend=backend, learning_rate=0.5,
+                              losses=[1.0] * 200, eval_iterations=[0], test_accuracies=[0.1],
+                              final_train_accuracy=0.5, final_test_accuracy=0.5,
+                              final_loss=1.0, update_seconds=seconds)
+            for backend, seconds in (("fastopt", 0.002), ("numpy", 0.02))]
+    header, _, row = compare.results_table(runs).splitlines()
+    assert "fastopt step (µs)" in header and "numpy step (µs)" in header
+    assert row.split()[5:] == ["10.0", "100.0", "10.0x", "yes"]
 
 
 # ---- fastopt paths -----------------------------------------------------------------------

@@ -2,16 +2,18 @@
 --optimizers and --lr options, the check for the demo extra, and plain-text tables."""
 import argparse
 import importlib
+import os
 import sys
 
 OPTIMIZER_NAMES = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam")
 BACKENDS = ("fastopt", "numpy")
-DEMO_EXTRA_MESSAGE = "install the demo extra: pip install 'fastopt[demo]'"
+DEMO_EXTRA_MESSAGE = ("install the demo extra: pip install 'fastopt[demo]' (from PyPI), or "
+                      "pip install \".[demo]\" from a fastopt source checkout")
 
 
 def optimizer_class(name, backend="fastopt"):
     """The optimizer class called name (one of OPTIMIZER_NAMES): from fastopt for backend
-    "fastopt", from fastopt.reference (the seeds' NumPy code) for backend "numpy"."""
+    "fastopt", from fastopt.reference (the textbook's NumPy code) for backend "numpy"."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     module = importlib.import_module("fastopt" if backend == "fastopt" else "fastopt.reference")
@@ -103,6 +105,26 @@ def require_demo_packages(*module_names):
         if module_name == "matplotlib":
             module.use("Agg")
     return True
+
+
+def check_output_paths(**paths):
+    """Can each output file be written? paths: option name -> path or None (not asked for),
+    e.g. check_output_paths(plot="out.png", json=None). Returns None, or a one-line message
+    naming the first option whose path cannot be written (its folder is missing or not
+    writeable, or the path is a folder). Nothing is created."""
+    for option, path in paths.items():
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        flag = f"--{option.replace('_', '-')}"
+        if os.path.isdir(path):
+            return f"{flag} {path}: is a folder, not a file name"
+        if not os.path.isdir(folder):
+            return f"{flag} {path}: the folder {folder} does not exist"
+        if not os.access(folder, os.W_OK | os.X_OK) or (
+                os.path.exists(path) and not os.access(path, os.W_OK)):
+            return f"{flag} {path}: not writeable"
+    return None
 
 
 def format_table(headers, rows):

@@ -1,14 +1,14 @@
-"""`fastopt compare`: the seeds' network experiment.
+"""`fastopt compare`: the textbook's network experiment.
 
 A MultiLayerNet (fastopt.demo.network) is trained on mini-batches with each optimizer, from the
 same initial weights and the same sequence of mini-batches, and with each backend: "fastopt"
-(the compiled optimizers) and "numpy" (fastopt.reference, the seeds' code). The network, the
+(the compiled optimizers) and "numpy" (fastopt.reference, the textbook's code). The network, the
 data and the batches are identical for both backends, so their losses agree bit for bit and
 the difference is the time spent in opt.update, which is timed alone with time.perf_counter.
 
-Output: a table (final train and test accuracy, final loss, optimizer-step time per backend),
-a PNG of mini-batch loss and test accuracy against iteration, and optionally a JSON file with
-every number.
+Output: a table (final train and test accuracy, final loss, mean optimizer-step time per
+backend), a PNG of mini-batch loss and test accuracy against iteration, and optionally a JSON file
+with every number (a loss that is NaN or infinite, as in a diverged run, is written as null).
 
 BLAS runs on one thread while training (through threadpoolctl, which scikit-learn brings):
 the matrices are far too small to gain from threads, and idle BLAS threads spinning after each
@@ -24,23 +24,23 @@ import time
 
 import numpy as np
 
-from .common import (BACKENDS, add_optimizer_arguments, format_table, learning_rates,
-                     optimizer_class, parse_non_negative_float, parse_positive_int,
-                     require_demo_packages)
+from .common import (BACKENDS, add_optimizer_arguments, check_output_paths, format_table,
+                     learning_rates, optimizer_class, parse_non_negative_float,
+                     parse_positive_int, require_demo_packages)
 from .data import DatasetError, load_digits_dataset, load_mnist
 from .network import ACTIVATIONS, MultiLayerNet
 
 # Chosen on the digits with the default network (sigmoid, Xavier, hidden 40,20, batch 100,
 # 1000 iterations), checked on seeds 0-3 with sigmoid and with relu. AdaGrad, RMSprop and Adam
-# keep the seeds' rates. The seeds' SGD 0.01 reaches only 17 % test accuracy here, hence 0.5;
-# the seeds' Momentum 0.3 (and Nesterov at 0.3) can diverge with relu, hence 0.1 for both,
+# keep the textbook's rates. The textbook's SGD 0.01 reaches only 17 % test accuracy here, hence 0.5;
+# the textbook's Momentum 0.3 (and Nesterov at 0.3) can diverge with relu, hence 0.1 for both,
 # which is SGD 1.0's step size once the velocity has built up.
 DEFAULT_LEARNING_RATES = {"SGD": 0.5, "Momentum": 0.1, "Nesterov": 0.1, "AdaGrad": 0.1,
                           "RMSprop": 0.01, "Adam": 0.01}
-DEFAULT_ITERATIONS = 1000  # the seeds' iters_num
-DEFAULT_BATCH_SIZE = 100  # the seeds' batch_size
-DEFAULT_HIDDEN_SIZES = (40, 20)  # the seeds' hidden_size_list
-DEFAULT_EVAL_INTERVAL = 10  # the seeds' plot_interval
+DEFAULT_ITERATIONS = 1000  # the textbook's iters_num
+DEFAULT_BATCH_SIZE = 100  # the textbook's batch_size
+DEFAULT_HIDDEN_SIZES = (40, 20)  # the textbook's hidden_size_list
+DEFAULT_EVAL_INTERVAL = 10  # the textbook's plot_interval
 DEFAULT_SEED = 0
 DEFAULT_PLOT = "fastopt_compare.png"
 EVALUATION_CHUNK = 10000  # images per forward pass when measuring accuracy on a whole split
@@ -53,7 +53,7 @@ class TrainingConfig:
     hidden_sizes: units per hidden layer. activation: "sigmoid" or "relu". weight_init: "auto",
     "he", "xavier" or a standard deviation. use_batchnorm, weight_decay: see MultiLayerNet.
     iterations: optimizer steps. batch_size: images per mini-batch, drawn with replacement as
-    in the seeds. eval_interval: test accuracy is measured every this many iterations.
+    in the textbook. eval_interval: test accuracy is measured every this many iterations.
     seed: of numpy.random.default_rng, for the initial weights and then the mini-batches.
     dtype: "float64" or "float32", of the parameters and all arithmetic.
     """
@@ -153,23 +153,47 @@ def train(dataset, optimizer_name, backend, learning_rate, config, on_iteration=
         update_seconds=update_seconds)
 
 
-def compare(dataset, rates, backends, config, on_iteration=None):
+def compare(dataset, rates, backends, config, on_iteration=None, on_run=None):
     """train() every optimizer of rates ({name: lr}) with every backend; return the
-    RunResults in that order (optimizer-major)."""
-    return [train(dataset, name, backend, rate, config, on_iteration)
-            for name, rate in rates.items() for backend in backends]
+    RunResults in that order (optimizer-major). on_run: called with (optimizer name, backend)
+    before each run (e.g. to reset a progress bar)."""
+    results = []
+    for name, rate in rates.items():
+        for backend in backends:
+            if on_run is not None:
+                on_run(name, backend)
+            results.append(train(dataset, name, backend, rate, config, on_iteration))
+    return results
+
+
+def same_losses(first, second):
+    """Are two loss sequences identical bit for bit, a NaN equal to a NaN in the same place?
+    (A diverged run gives NaN losses, and NaN != NaN would call two identical runs
+    different.)"""
+    first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if first.shape != second.shape:
+        return False
+    both_nan = np.isnan(first) & np.isnan(second)
+    return bool(np.all((first.view(np.uint64) == second.view(np.uint64)) | both_nan))
+
+
+def first_nonfinite_iteration(losses):
+    """The iteration (1-based) of the first loss that is NaN or infinite, or None."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(losses, dtype=np.float64)))
+    return int(bad[0]) + 1 if bad.size else None
 
 
 def results_table(results):
     """The summary table as text: one row per optimizer with its final accuracies and loss
-    (from the first backend) and the total optimizer-step time of each backend; with two
-    backends, the speed-up and whether their losses are identical."""
+    (from the first backend) and the mean time of one opt.update of each backend, in
+    microseconds; with two backends, the speed-up and whether their losses are identical
+    (bit for bit, NaN equal to NaN)."""
     backends = list(dict.fromkeys(result.backend for result in results))
     by_optimizer = {}
     for result in results:
         by_optimizer.setdefault(result.optimizer, {})[result.backend] = result
     headers = ["optimizer", "lr", "train acc", "test acc", "final loss"]
-    headers += [f"{backend} step (ms)" for backend in backends]
+    headers += [f"{backend} step (µs)" for backend in backends]
     if len(backends) == 2:
         headers += ["speed-up", "same losses"]
     rows = []
@@ -177,12 +201,16 @@ def results_table(results):
         first = runs[backends[0]]
         row = [name, f"{first.learning_rate:g}", f"{first.final_train_accuracy:.4f}",
                f"{first.final_test_accuracy:.4f}", f"{first.final_loss:.4f}"]
-        row += [f"{runs[backend].update_seconds * 1e3:.1f}" for backend in backends]
+        row += [f"{runs[backend].update_seconds / len(runs[backend].losses) * 1e6:.1f}"
+                if runs[backend].losses else "-" for backend in backends]
         if len(backends) == 2:
             fast, slow = runs["fastopt"], runs["numpy"]
             row.append(f"{slow.update_seconds / fast.update_seconds:.1f}x"
                        if fast.update_seconds > 0 else "-")
-            row.append("yes" if fast.losses == slow.losses else "NO")
+            row.append("yes" if same_losses(fast.losses, slow.losses) else "NO")
+        diverged = first_nonfinite_iteration(first.losses)
+        if diverged is not None:
+            row[4] += f" (diverged at {diverged})"
         rows.append(row)
     return format_table(headers, rows)
 
@@ -204,14 +232,32 @@ def plot_results(results, config, dataset_name, filename, pyplot):
     backend_styles = {"fastopt": dict(linestyle="-", linewidth=3.2, alpha=0.45, zorder=2),
                       "numpy": dict(linestyle=(0, (3, 2)), linewidth=1.3, zorder=3)}
     colours = {}
+    diverged = {}  # optimizer name -> first iteration with a non-finite loss
     for result in results:
         colour = colours.setdefault(result.optimizer, f"C{len(colours)}")
         style = dict(color=colour, **backend_styles[result.backend])
         block_ends = list(range(config.eval_interval, len(result.losses), config.eval_interval))
         block_ends.append(len(result.losses))
-        loss_axis.plot(block_ends, block_means(result.losses, config.eval_interval), **style)
+        # A diverged run's blocks are NaN or inf from some point on: those are not drawn (an
+        # inf would also wreck the log axis), and the legend says where it diverged.
+        means = [mean if np.isfinite(mean) and mean > 0 else np.nan
+                 for mean in block_means(result.losses, config.eval_interval)]
+        loss_axis.plot(block_ends, means, **style)
         accuracy_axis.plot(result.eval_iterations, result.test_accuracies, **style)
+        iteration = first_nonfinite_iteration(result.losses)
+        if iteration is not None:
+            diverged.setdefault(result.optimizer, iteration)
+            if iteration > 1 and result.losses[iteration - 2] > 0:  # the last finite loss
+                loss_axis.plot(iteration - 1, result.losses[iteration - 2], marker="X",
+                               markersize=9, color=colour, zorder=4)
     loss_axis.set_yscale("log")
+    loss_axis.set_xlim(0, config.iterations)
+    if not loss_axis.has_data() or all(
+            np.isnan(np.asarray(line.get_ydata(), dtype=float)).all()
+            for line in loss_axis.get_lines()):
+        loss_axis.set_ylim(1e-2, 1e1)
+        loss_axis.text(0.5, 0.5, "no finite loss to draw: every run diverged",
+                       transform=loss_axis.transAxes, ha="center", va="center")
     loss_axis.set_title(f"training loss (mean of every {config.eval_interval} mini-batches)")
     loss_axis.set_ylabel("cross-entropy + weight decay" if config.weight_decay
                          else "cross-entropy loss")
@@ -223,7 +269,9 @@ def plot_results(results, config, dataset_name, filename, pyplot):
         axis.grid(True, alpha=0.3)
     rates = {result.optimizer: result.learning_rate for result in results}
     loss_axis.legend([Line2D([], [], color=colour, linewidth=2) for colour in colours.values()],
-                     [f"{name} (lr={rates[name]:g})" for name in colours],
+                     [f"{name} (lr={rates[name]:g})"
+                      + (f", diverged at {diverged[name]}" if name in diverged else "")
+                      for name in colours],
                      loc="lower left", fontsize="small", title="optimizer")
     backends = list(dict.fromkeys(result.backend for result in results))
     accuracy_axis.legend([Line2D([], [], color="0.3", **backend_styles[backend])
@@ -239,9 +287,22 @@ def plot_results(results, config, dataset_name, filename, pyplot):
 
 
 def results_document(results, config, dataset_name):
-    """Everything as JSON-ready data: {"dataset", "config", "results": [RunResult as dict]}."""
-    return {"dataset": dataset_name, "config": dataclasses.asdict(config),
-            "results": [dataclasses.asdict(result) for result in results]}
+    """Everything as JSON-ready data: {"dataset", "config", "results": [RunResult as dict]}.
+    A float that is NaN or infinite (the losses of a diverged run) becomes None, so the
+    document is strict JSON (null there), which every parser accepts."""
+    return _finite_or_none({"dataset": dataset_name, "config": dataclasses.asdict(config),
+                            "results": [dataclasses.asdict(result) for result in results]})
+
+
+def _finite_or_none(value):
+    """value with every non-finite float inside lists, tuples and dicts replaced by None."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
 
 
 def single_threaded_blas():
@@ -280,7 +341,7 @@ def add_arguments(parser):
     add_optimizer_arguments(parser, DEFAULT_LEARNING_RATES)
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both",
                         help="fastopt's compiled optimizers, numpy (fastopt.reference, the "
-                             "seeds' code), or both to compare losses and step time "
+                             "textbook's code), or both to compare losses and step time "
                              "(default: both)")
     parser.add_argument("--iters", type=parse_positive_int, default=DEFAULT_ITERATIONS,
                         help=f"training iterations (default: {DEFAULT_ITERATIONS})")
@@ -289,12 +350,12 @@ def add_arguments(parser):
     parser.add_argument("--hidden", type=parse_hidden_sizes, default=DEFAULT_HIDDEN_SIZES,
                         metavar="SIZES",
                         help=f"units per hidden layer, comma-separated (default: "
-                             f"{','.join(map(str, DEFAULT_HIDDEN_SIZES))}, as in the seeds)")
+                             f"{','.join(map(str, DEFAULT_HIDDEN_SIZES))}, as in the textbook)")
     parser.add_argument("--activation", choices=ACTIVATIONS, default="sigmoid",
-                        help="hidden-layer activation (default: sigmoid, as in the seeds)")
+                        help="hidden-layer activation (default: sigmoid, as in the textbook)")
     parser.add_argument("--weight-init", type=parse_weight_init, default="auto", metavar="INIT",
                         help="initial weight scale: auto (He for relu, Xavier for sigmoid), "
-                             "he, xavier, or a standard deviation such as the seeds' 0.01 "
+                             "he, xavier, or a standard deviation such as the textbook's 0.01 "
                              "(default: auto)")
     parser.add_argument("--batchnorm", action="store_true",
                         help="batch normalisation after every hidden affine layer")
@@ -303,7 +364,7 @@ def add_arguments(parser):
                                                "the loss, e.g. 0.001 (default: 0)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="dtype of the parameters and all arithmetic (default: float64, "
-                             "as in the seeds)")
+                             "as in the textbook)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the initial weights and the mini-batches (default: "
                              f"{DEFAULT_SEED}); the same seed gives the same results")
@@ -317,7 +378,9 @@ def add_arguments(parser):
                              "digits; nothing is downloaded")
     parser.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH",
                         help=f"where to write the PNG (default: ./{DEFAULT_PLOT})")
-    parser.add_argument("--json", metavar="PATH", help="also write every number to PATH")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write every number to PATH as strict JSON: a loss that is "
+                             "NaN or infinite (a diverged run) is written as null")
 
 
 def run(args):
@@ -326,6 +389,11 @@ def run(args):
     the demo extra is missing."""
     if not require_demo_packages("matplotlib", "tqdm", *(() if args.mnist else ("sklearn",))):
         return 2
+    # Before any work: a run that trains for seconds must not die at the end on a bad path.
+    problem = check_output_paths(plot=args.plot, json=args.json)
+    if problem:
+        print(f"fastopt compare: error: {problem}", file=sys.stderr)
+        return 1
     import matplotlib.pyplot as pyplot
     from tqdm import tqdm
 
@@ -344,17 +412,27 @@ def run(args):
     print(f"{dataset.name}: {len(dataset.train_labels)} training and "
           f"{len(dataset.test_labels)} test images of {dataset.features} pixels")
 
-    with single_threaded_blas(), tqdm(total=len(rates) * len(backends) * config.iterations,
-                                      unit="it", desc="training", file=sys.stderr) as progress:
-        results = compare(dataset, rates, backends, config, on_iteration=progress.update)
+    runs = len(rates) * len(backends)
+    with single_threaded_blas(), tqdm(total=config.iterations, unit="it",
+                                      file=sys.stderr) as progress:
+        started = []
+
+        def on_run(name, backend):  # one bar per run: iterations of this optimizer
+            started.append(name)
+            progress.reset(total=config.iterations)
+            progress.set_description(f"run {len(started)}/{runs}: {name} on {backend}")
+
+        results = compare(dataset, rates, backends, config, on_iteration=progress.update,
+                          on_run=on_run)
 
     print(f"after {config.iterations} iterations of batch {config.batch_size} "
-          f"(step = total time in opt.update):")
+          f"(step = mean time of one opt.update call, in microseconds):")
     print(results_table(results))
     plot_results(results, config, dataset.name, args.plot, pyplot)
     print(f"plot written to {os.path.abspath(args.plot)}")
     if args.json:
         with open(args.json, "w") as json_file:
-            json.dump(results_document(results, config, dataset.name), json_file, indent=1)
+            json.dump(results_document(results, config, dataset.name), json_file, indent=1,
+                      allow_nan=False)
         print(f"results written to {os.path.abspath(args.json)}")
     return 0

@@ -1,22 +1,23 @@
-"""`fastopt paths`: the seeds' 2-D experiment.
+"""`fastopt paths`: the textbook's 2-D experiment.
 
 Every optimizer starts at (x, y) = (-7, 2) on f(x, y) = x**2/20 + y**2, whose minimum is at
 (0, 0), and takes 30 steps (by default) with the exact gradient (x/10, 2y). The command draws one
 panel per optimizer (contour lines of f, the path, the minimum) into a PNG and prints where each
 path ends.
 
-Default learning rates: the seeds' SGD 0.95, Momentum 0.1, AdaGrad 1.5 and Adam 0.3. The seeds
-give none for Nesterov and RMSprop; Nesterov uses Momentum's 0.1 so the two panels compare the
+Default learning rates: the textbook's SGD 0.95, Momentum 0.1, AdaGrad 1.5 and Adam 0.3. The textbook
+gives none for Nesterov and RMSprop; Nesterov uses Momentum's 0.1 so the two panels compare the
 update rules alone, and RMSprop uses 0.15, where its first step (about 10*lr per coordinate,
 since h starts at 0.01*g**2) halves y and the path reaches the minimum's neighbourhood in 30
 steps without diverging.
 """
 import os
+import sys
 
 import numpy as np
 
-from .common import (add_optimizer_arguments, format_table, learning_rates, optimizer_class,
-                     parse_positive_int, require_demo_packages)
+from .common import (add_optimizer_arguments, check_output_paths, format_table, learning_rates,
+                     optimizer_class, parse_positive_int, require_demo_packages)
 
 START = (-7.0, 2.0)
 DEFAULT_STEPS = 30
@@ -89,9 +90,14 @@ def add_arguments(parser):
 
 def run(args):
     """Run every chosen optimizer (fastopt's classes), print where each path ends, write the
-    PNG. Returns the exit status: 0, or 2 if the demo extra is missing."""
+    PNG. Returns the exit status: 0, 1 if the plot cannot be written where --plot says, or 2
+    if the demo extra is missing."""
     if not require_demo_packages("matplotlib"):
         return 2
+    problem = check_output_paths(plot=args.plot)
+    if problem:
+        print(f"fastopt paths: error: {problem}", file=sys.stderr)
+        return 1
     import matplotlib.pyplot as pyplot
 
     rates = learning_rates(args, DEFAULT_LEARNING_RATES)
