@@ -4,12 +4,33 @@
     opt = Adam(lr=0.001)
     opt.update(params, grads)   # params: dict of float32/float64 arrays, updated in place
 
-Results are bit for bit those of fastopt.reference (the seeds' NumPy classes).
+Results are bit for bit those of fastopt.reference: the optimizer classes of the textbook
+*Deep Learning from Scratch* (its common/optimizer.py), in NumPy.
 """
 import os as _os
 
 from ._version import __version__
-from . import _kernels
+
+
+def _import_kernels():
+    """The compiled extension, or an ImportError that says why it is missing and what to do."""
+    try:
+        from . import _kernels
+    except ImportError as error:
+        here = _os.path.dirname(_os.path.abspath(__file__))
+        if any(name.startswith("_kernels.") and not name.endswith((".pyx", ".c"))
+               for name in _os.listdir(here)):
+            raise  # the extension is there but does not load: the original error says why
+        raise ImportError(
+            f"fastopt's compiled extension (fastopt._kernels) is not in {here}. This looks like "
+            f"a fastopt source folder that was not built in place, imported instead of the "
+            f"installed fastopt because Python puts the current folder first on sys.path. "
+            f"Run Python from another folder, or build the source folder in place: "
+            f"python setup.py build_ext --inplace") from error
+    return _kernels
+
+
+_kernels = _import_kernels()
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Optimizer",

@@ -1,5 +1,7 @@
 """The fastopt command: `fastopt SUBCOMMAND ...` or `python -m fastopt SUBCOMMAND ...`.
 
+With no subcommand it prints this help; `fastopt --version` prints the version.
+
 Subcommands live in their own modules, each with add_arguments(parser) and run(args) -> int,
 imported only when chosen, so the optional packages one needs are not imported by another.
 """
@@ -11,9 +13,9 @@ import sys
 SUBCOMMANDS = {
     "bench": ("fastopt.benchmark", "time every optimizer against NumPy, the peers and the "
                                    "machine's memory-traffic limit"),
-    "paths": ("fastopt.demo.paths", "the seeds' 2-D experiment: each optimizer's path on "
+    "paths": ("fastopt.demo.paths", "the textbook's 2-D experiment: each optimizer's path on "
                                     "f(x, y) = x**2/20 + y**2, as a PNG"),
-    "compare": ("fastopt.demo.compare", "the seeds' network experiment: train a multi-layer "
+    "compare": ("fastopt.demo.compare", "the textbook's network experiment: train a multi-layer "
                                         "net on handwritten digits with each optimizer"),
     "info": ("fastopt.cli", "print how this fastopt was built (fastopt.build_info())"),
 }
@@ -26,18 +28,27 @@ def add_arguments(parser):
 def run(args):
     import fastopt
 
-    for key, value in fastopt.build_info().items():
-        print(f"{key:>20}: {value}")
+    info = fastopt.build_info()
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:>{width}}: {value}")
     return 0
 
 
 def main(argv=None):
+    """Run the fastopt command with argv (default: sys.argv[1:]); return the exit status."""
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(prog="fastopt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fastopt {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     commands.required = True
     for name, (_, help_text) in SUBCOMMANDS.items():
         commands.add_parser(name, help=help_text, description=help_text)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help()
+        return 0
     # Parse the subcommand first, then let its module add its own arguments.
     known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
     module = importlib.import_module(SUBCOMMANDS[known.command][0])
