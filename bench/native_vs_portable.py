@@ -8,6 +8,9 @@ at one size with that build and with the fastopt this Python imports (the portab
 run-time dispatch), alternating between the two in separate processes, and prints the medians
 and the ratio. The -march=native build exists only here, for this comparison: fastopt never
 ships one.
+
+Needs what building fastopt needs: a C compiler, Cython >= 3 and setuptools >= 77 (the bench
+extra brings both: pip install ".[bench]"), and git (it copies the files git tracks).
 """
 import argparse
 import json
@@ -45,6 +48,29 @@ print(json.dumps(result))
 """
 
 
+def missing_build_requirements():
+    """None, or a message naming what this script needs to build fastopt and how to get it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for package, minimum in (("Cython", 3), ("setuptools", 77)):
+        try:
+            major = int(version(package).split(".")[0])
+        except (PackageNotFoundError, ValueError):
+            major = None
+        if major is None or major < minimum:
+            missing.append(f"'{package}>={minimum}'")
+    message = []
+    if missing:
+        message.append(f"pip install {' '.join(missing)} (or pip install \".[bench]\" from "
+                       f"the source checkout)")
+    if not any(shutil.which(cc) for cc in (os.environ.get("CC") or "cc", "gcc", "clang")):
+        message.append("a C compiler (cc, gcc or clang)")
+    if not shutil.which("git"):
+        message.append("git")
+    return "this script builds fastopt and needs: " + "; ".join(message) if message else None
+
+
 def build_native(folder):
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
@@ -75,6 +101,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
+    problem = missing_build_requirements()
+    if problem:
+        print(f"native_vs_portable.py: {problem}", file=sys.stderr)
+        return 2
 
     # absolute: the measuring processes run in another folder
     portable_path = os.pathsep.join(os.path.abspath(entry) for entry in
@@ -98,4 +128,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
