@@ -52,3 +52,32 @@ def test_importing_an_unbuilt_source_folder_says_what_to_do(run_python, tmp_path
     assert "Run Python from another folder" in last_line
     assert "python setup.py build_ext --inplace" in last_line
     assert "partially initialized" not in last_line
+
+
+def test_native_vs_portable_names_the_build_requirements_it_lacks(monkeypatch):
+    """bench/native_vs_portable.py builds fastopt: without Cython it says what to install."""
+    import importlib.metadata
+    import importlib.util
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                          "native_vs_portable.py")
+    if not os.path.exists(script):
+        pytest.skip("needs the source tree's bench/")
+    spec = importlib.util.spec_from_file_location("native_vs_portable", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    real_version = importlib.metadata.version
+
+    def version(package):
+        if package == "Cython":
+            raise importlib.metadata.PackageNotFoundError(package)
+        return "76.0" if package == "setuptools" else real_version(package)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    message = module.missing_build_requirements()
+    assert message.startswith("this script builds fastopt and needs: pip install "
+                              "'Cython>=3' 'setuptools>=77'")
+    assert 'pip install ".[bench]"' in message
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda package: {"Cython": "3.1.0", "setuptools": "80.1"}[package])
+    assert "pip install" not in (module.missing_build_requirements() or "")
