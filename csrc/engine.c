@@ -1,4 +1,5 @@
 /* The engine: run-time SIMD dispatch, splitting the work, threads. No per-element math. */
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,15 +80,15 @@ static int cpu_has(int simd)
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
-static const fastopt_loop_fn (*const loop_tables[FASTOPT_NUM_SIMD])[FASTOPT_NUM_DTYPES] = {
-    fastopt_loops_baseline,
+static const fastopt_unit *const units[FASTOPT_NUM_SIMD] = {
+    &fastopt_unit_baseline,
 #ifdef FASTOPT_HAVE_AVX2
-    fastopt_loops_avx2,
+    &fastopt_unit_avx2,
 #else
     NULL,
 #endif
 #ifdef FASTOPT_HAVE_AVX512
-    fastopt_loops_avx512,
+    &fastopt_unit_avx512,
 #else
     NULL,
 #endif
@@ -99,7 +100,7 @@ static int active_simd = -1; /* chosen lazily on first use, or by fastopt_simd_s
 
 int fastopt_simd_compiled(int simd)
 {
-    return simd >= 0 && simd < FASTOPT_NUM_SIMD && loop_tables[simd] != NULL;
+    return simd >= 0 && simd < FASTOPT_NUM_SIMD && units[simd] != NULL;
 }
 
 int fastopt_simd_supported(int simd)
@@ -208,28 +209,37 @@ int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *size
 
 /* ---- the step ---------------------------------------------------------------------------- */
 
+static size_t item_size(int dtype)
+{
+    return dtype == FASTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
+}
+
+/* The tensor holding element begin of the concatenated run: the last t with offset[t] <= begin. */
+static int64_t tensor_at(const fastopt_plan *plan, int64_t begin)
+{
+    int64_t low = 0, high = plan->n_tensors;
+    while (high - low > 1) {
+        const int64_t mid = low + (high - low) / 2;
+        if (plan->offset[mid] <= begin)
+            low = mid;
+        else
+            high = mid;
+    }
+    return low;
+}
+
 /* Apply the kernel to the elements [begin, end) of the concatenated run. */
 static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, int64_t begin,
                       int64_t end, const double *coefficients)
 {
     const int64_t *offset = plan->offset;
-    /* the tensor holding element begin: the last t with offset[t] <= begin */
-    int64_t low = 0, high = plan->n_tensors;
-    while (high - low > 1) {
-        const int64_t mid = low + (high - low) / 2;
-        if (offset[mid] <= begin)
-            low = mid;
-        else
-            high = mid;
-    }
-    for (int64_t t = low; t < plan->n_tensors && offset[t] < end; ++t) {
+    for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && offset[t] < end; ++t) {
         const int64_t first = begin > offset[t] ? begin - offset[t] : 0;
         const int64_t last = (end < offset[t + 1] ? end : offset[t + 1]) - offset[t];
         if (last <= first)
             continue;
         const int dtype = plan->dtype[t];
-        const size_t skip = (size_t)first * (dtype == FASTOPT_FLOAT32 ? sizeof(float)
-                                                                      : sizeof(double));
+        const size_t skip = (size_t)first * item_size(dtype);
         char *state0 = plan->state0 ? (char *)plan->state0[t] + skip : NULL;
         char *state1 = plan->state1 ? (char *)plan->state1[t] + skip : NULL;
         loops[dtype](last - first, (char *)plan->param[t] + skip,
@@ -242,7 +252,7 @@ static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, in
 
 void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
 {
-    const fastopt_loop_fn *loops = loop_tables[fastopt_simd_active()][kernel];
+    const fastopt_loop_fn *loops = units[fastopt_simd_active()]->loops[kernel];
     const int64_t total = plan->offset[plan->n_tensors];
 #ifdef _OPENMP
     const int threads = fastopt_get_num_threads();
@@ -291,4 +301,91 @@ void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
     }
 #endif
     run_range(loops, plan, 0, total, coefficients);
+}
+
+/* ---- the reduction pass ------------------------------------------------------------------ */
+
+int64_t fastopt_reduce_blocks(int64_t elements)
+{
+    return (elements + FASTOPT_REDUCE_BLOCK - 1) / FASTOPT_REDUCE_BLOCK;
+}
+
+/* s[0] = the pairwise-tree sum of s[0..n) (fastopt.h says which tree); s is overwritten. */
+static void pairwise_tree(double *s, int64_t n)
+{
+    for (int64_t width = 1; width < n; width *= 2)
+        for (int64_t i = 0; i + width < n; i += 2 * width)
+            s[i] = s[i] + s[i + width];
+}
+
+/* The sum of the squares of block b's elements. */
+static double block_sum_of_squares(const fastopt_sum_squares_fn *sum_squares,
+                                   const fastopt_plan *plan, int64_t b)
+{
+    const int64_t *offset = plan->offset;
+    const int64_t begin = b * FASTOPT_REDUCE_BLOCK, total = offset[plan->n_tensors];
+    const int64_t end = begin + FASTOPT_REDUCE_BLOCK < total ? begin + FASTOPT_REDUCE_BLOCK : total;
+    double partial_sums[FASTOPT_REDUCE_LANES] = {0};
+    for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && offset[t] < end; ++t) {
+        const int64_t first = begin > offset[t] ? begin - offset[t] : 0;
+        const int64_t last = (end < offset[t + 1] ? end : offset[t + 1]) - offset[t];
+        if (last <= first)
+            continue;
+        const int dtype = plan->dtype[t];
+        sum_squares[dtype](last - first, (const char *)plan->grad[t] + (size_t)first * item_size(dtype),
+                           offset[t] + first - begin, partial_sums);
+    }
+    pairwise_tree(partial_sums, FASTOPT_REDUCE_LANES);
+    return partial_sums[0];
+}
+
+/* Any NaN or infinity among the gradients? Only asked when the sum of squares is not finite
+ * (which finite values can also cause, by overflow), so a plain loop will do. */
+static int any_nonfinite(const fastopt_plan *plan)
+{
+    for (int64_t t = 0; t < plan->n_tensors; ++t) {
+        const int64_t n = plan->offset[t + 1] - plan->offset[t];
+        if (plan->dtype[t] == FASTOPT_FLOAT32) {
+            const float *x = (const float *)plan->grad[t];
+            for (int64_t i = 0; i < n; ++i)
+                if (!isfinite(x[i]))
+                    return 1;
+        } else {
+            const double *x = (const double *)plan->grad[t];
+            for (int64_t i = 0; i < n; ++i)
+                if (!isfinite(x[i]))
+                    return 1;
+        }
+    }
+    return 0;
+}
+
+/* Single-thread cost of the pass per element in picoseconds, to decide on threads like a step
+ * (a read of the gradient and two floating-point operations: about SGD's cost). */
+static const int64_t sum_of_squares_cost[FASTOPT_NUM_DTYPES] = {100, 250};
+
+double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int *nonfinite)
+{
+    const fastopt_sum_squares_fn *sum_squares = units[fastopt_simd_active()]->sum_squares;
+    const int64_t n_blocks = fastopt_reduce_blocks(plan->offset[plan->n_tensors]);
+#ifdef _OPENMP
+    int64_t cost = 0;
+    for (int64_t t = 0; t < plan->n_tensors; ++t)
+        cost += (plan->offset[t + 1] - plan->offset[t]) * sum_of_squares_cost[plan->dtype[t]];
+    const int threads = fastopt_get_num_threads();
+    if (threads > 1 && n_blocks > 1 && cost >= parallel_threshold) {
+        /* Whole blocks per thread: each block sum is the same whoever computes it. */
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t b = 0; b < n_blocks; ++b)
+            block_sums[b] = block_sum_of_squares(sum_squares, plan, b);
+    } else
+#endif
+    {
+        for (int64_t b = 0; b < n_blocks; ++b)
+            block_sums[b] = block_sum_of_squares(sum_squares, plan, b);
+    }
+    pairwise_tree(block_sums, n_blocks);
+    const double sum = n_blocks ? block_sums[0] : 0.0;
+    *nonfinite = isfinite(sum) ? 0 : any_nonfinite(plan);
+    return sum;
 }

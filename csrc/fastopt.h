@@ -69,6 +69,24 @@ int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *size
  * two threads at once (it updates the plan's thread back-off). */
 void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients);
 
+/* The reduction pass: a read-only pass over the gradients of a plan (plan->grad; params and
+ * states are not touched) that returns the sum of the squares of every element, in double.
+ * The result is bit-identical for every SIMD path and thread count, because the order of the
+ * additions is fixed by the positions of the elements in the concatenated run alone:
+ *   - the run is cut into blocks of FASTOPT_REDUCE_BLOCK elements (the last may be shorter);
+ *   - in a block, element j adds (double)x * (double)x to partial sum j % FASTOPT_REDUCE_LANES,
+ *     in order of j; the partial sums start at +0.0;
+ *   - the partial sums of a block, then the block sums, are combined by the same pairwise tree:
+ *     for width = 1, 2, 4, ...: s[i] += s[i + width] for i = 0, 2*width, 4*width, ...
+ *     while i + width < n. The result is s[0] (+0.0 for an empty run).
+ * Threads take whole blocks, so how the work is split never changes a bit. fastopt.reference
+ * computes the same bits in NumPy. nonfinite is set to 1 if any element is NaN or infinite.
+ * block_sums: room for fastopt_reduce_blocks(total elements) doubles (scratch). */
+#define FASTOPT_REDUCE_BLOCK 1024
+#define FASTOPT_REDUCE_LANES 8
+int64_t fastopt_reduce_blocks(int64_t elements);
+double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int *nonfinite);
+
 /* SIMD dispatch. */
 int fastopt_simd_compiled(int simd);  /* 1 if this build contains the path */
 int fastopt_simd_supported(int simd); /* 1 if compiled and this CPU (and OS) can run it */

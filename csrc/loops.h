@@ -1,6 +1,6 @@
 /* The loops over arrays, generic over kernels and dtypes.
  *
- * Each SIMD unit (loops_baseline.c, loops_avx2.c, loops_avx512.c) defines FASTOPT_LOOP_TABLE and
+ * Each SIMD unit (loops_baseline.c, loops_avx2.c, loops_avx512.c) defines FASTOPT_UNIT and
  * includes this file; the unit is compiled with its own target flags, so the same C text becomes
  * baseline, AVX2 or AVX-512 machine code. The vectoriser only widens independent per-element
  * operations (no reductions, no reassociation, no contraction), so every path computes the same
@@ -12,8 +12,8 @@
 
 #include "internal.h"
 
-#ifndef FASTOPT_LOOP_TABLE
-#error "define FASTOPT_LOOP_TABLE before including loops.h"
+#ifndef FASTOPT_UNIT
+#error "define FASTOPT_UNIT (the name of this unit's fastopt_unit) before including loops.h"
 #endif
 
 #if defined(_MSC_VER)
@@ -128,6 +128,42 @@ static inline int64_t fo_head_elements(const void *p, size_t itemsize, int64_t n
     FO_DEFINE_LOOP_##loop(name, double, f64)
 FASTOPT_FOR_EACH_KERNEL(FO_DEFINE_LOOPS)
 
+/* The reduction pass (see fastopt_sum_of_squares in fastopt.h): x*x in double, added to the
+ * partial sum of its lane, element after element. Up to the first lane 0 one at a time, then
+ * groups of FASTOPT_REDUCE_LANES, which the vectoriser turns into vector additions of the
+ * partial sums (each lane still adds its own elements in order: the same bits as the scalar
+ * loop, on every SIMD path), then the tail. */
+#define FO_LANES FASTOPT_REDUCE_LANES
+#define FO_DEFINE_SUM_SQUARES(REAL, SFX)                                                        \
+    static void sum_squares_##SFX(int64_t n, const void *data, int64_t lane0,                 \
+                                  double *partial_sums)                                       \
+    {                                                                                         \
+        const REAL *FO_RESTRICT x = (const REAL *)data;                                       \
+        double sums[FO_LANES];                                                                \
+        for (int l = 0; l < FO_LANES; ++l)                                                    \
+            sums[l] = partial_sums[l];                                                        \
+        int64_t i = 0, lane = lane0 % FO_LANES;                                               \
+        for (; i < n && lane != 0; ++i, lane = (lane + 1) % FO_LANES) {                       \
+            const double v = (double)x[i];                                                    \
+            sums[lane] = sums[lane] + v * v;                                                  \
+        }                                                                                     \
+        for (; i + FO_LANES <= n; i += FO_LANES)                                              \
+            for (int l = 0; l < FO_LANES; ++l) {                                              \
+                const double v = (double)x[i + l];                                            \
+                sums[l] = sums[l] + v * v;                                                    \
+            }                                                                                 \
+        for (int l = 0; i < n; ++i, ++l) {                                                    \
+            const double v = (double)x[i];                                                    \
+            sums[l] = sums[l] + v * v;                                                        \
+        }                                                                                     \
+        for (int l = 0; l < FO_LANES; ++l)                                                    \
+            partial_sums[l] = sums[l];                                                        \
+    }
+FO_DEFINE_SUM_SQUARES(float, f32)
+FO_DEFINE_SUM_SQUARES(double, f64)
+
 #define FO_TABLE_ROW(name, loop, ps_f32, ps_f64) {name##_loop_f32, name##_loop_f64},
-const fastopt_loop_fn FASTOPT_LOOP_TABLE[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
-    FASTOPT_FOR_EACH_KERNEL(FO_TABLE_ROW)};
+const fastopt_unit FASTOPT_UNIT = {
+    .loops = {FASTOPT_FOR_EACH_KERNEL(FO_TABLE_ROW)},
+    .sum_squares = {sum_squares_f32, sum_squares_f64},
+};

@@ -1,3 +1,3 @@
 /* The avx512 SIMD path: loops.h compiled with this unit's target flags (see setup.py). */
-#define FASTOPT_LOOP_TABLE fastopt_loops_avx512
+#define FASTOPT_UNIT fastopt_unit_avx512
 #include "loops.h"

@@ -1,3 +1,3 @@
 /* The baseline SIMD path: loops.h compiled with this unit's target flags (see setup.py). */
-#define FASTOPT_LOOP_TABLE fastopt_loops_baseline
+#define FASTOPT_UNIT fastopt_unit_baseline
 #include "loops.h"

@@ -32,9 +32,10 @@ def _import_kernels():
 
 _kernels = _import_kernels()
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop
+from .reduction import global_norm
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Optimizer",
-           "build_info", "set_num_threads", "get_num_threads", "set_simd", "get_simd",
+           "global_norm", "build_info", "set_num_threads", "get_num_threads", "set_simd", "get_simd",
            "available_simd", "__version__"]
 
 

@@ -53,6 +53,8 @@ cdef extern from "fastopt.h" nogil:
 
     int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *sizes,
                                   const int *dtypes)
+    int64_t fastopt_reduce_blocks(int64_t elements)
+    double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int *nonfinite)
     void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
     int fastopt_simd_compiled(int simd)
     int fastopt_simd_supported(int simd)
@@ -149,6 +151,60 @@ def set_thread_backoff(bint enabled):
     """Whether a plan whose threaded step was slower than one thread runs on one thread for a
     while (default True)."""
     fastopt_set_thread_backoff(enabled)
+
+
+# ---- the reduction pass ------------------------------------------------------------------------
+
+def sum_of_squares(tuple arrays):
+    """(sum of the squares of every element, in double; any NaN or infinity?) over arrays, taken
+    as one concatenated run in tuple order. Every array must be a float32 or float64 ndarray,
+    aligned, in native byte order, and C-contiguous (or F-contiguous: then read in F order).
+    Bit-identical for every SIMD path and thread count (see fastopt_sum_of_squares in
+    csrc/fastopt.h)."""
+    cdef Py_ssize_t i, n = len(arrays)
+    cdef size_t count = max(n, 1)
+    cdef cnp.ndarray a
+    cdef fastopt_plan plan
+    cdef int nonfinite = 0
+    cdef double total
+    memset(&plan, 0, sizeof(plan))
+    cdef int64_t *offsets = <int64_t *>PyMem_Malloc((n + 1) * sizeof(int64_t))
+    cdef int *dtypes = <int *>PyMem_Malloc(count * sizeof(int))
+    cdef const void **data = <const void **>PyMem_Malloc(count * sizeof(void *))
+    cdef double *block_sums = NULL
+    try:
+        if offsets == NULL or dtypes == NULL or data == NULL:
+            raise MemoryError()
+        offsets[0] = 0
+        for i in range(n):
+            a = <cnp.ndarray?>arrays[i]
+            if not ((cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a))
+                    and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)):
+                raise ValueError("sum_of_squares takes contiguous, aligned, native arrays")
+            if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+                dtypes[i] = FASTOPT_FLOAT32
+            elif cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64:
+                dtypes[i] = FASTOPT_FLOAT64
+            else:
+                raise TypeError("sum_of_squares takes float32 and float64 arrays")
+            data[i] = cnp.PyArray_DATA(a)
+            offsets[i + 1] = offsets[i] + cnp.PyArray_SIZE(a)
+        block_sums = <double *>PyMem_Malloc(
+            max(fastopt_reduce_blocks(offsets[n]), 1) * sizeof(double))
+        if block_sums == NULL:
+            raise MemoryError()
+        plan.n_tensors = n
+        plan.offset = offsets
+        plan.dtype = dtypes
+        plan.grad = data
+        with nogil:
+            total = fastopt_sum_of_squares(&plan, block_sums, &nonfinite)
+    finally:
+        PyMem_Free(offsets)
+        PyMem_Free(dtypes)
+        PyMem_Free(data)
+        PyMem_Free(block_sums)
+    return total, bool(nonfinite)
 
 
 # ---- helpers -----------------------------------------------------------------------------------

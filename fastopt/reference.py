@@ -5,9 +5,12 @@ against them. Do not "improve" them: their exact expressions (and NumPy 2's rule
 Python float or a numpy.float64 scalar meets a float32 array) define the numbers fastopt must
 reproduce.
 """
+import math
+
 import numpy as np
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "global_norm",
+           "sum_of_squares"]
 
 
 class SGD:
@@ -124,3 +127,52 @@ class Adam:
             self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] += (1 - self.beta2) * (grads[key]**2 - self.v[key])
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+
+
+# ---- the reduction pass ------------------------------------------------------------------------
+# Not in the textbook: the twin of fastopt.global_norm, which defines the order of its additions.
+
+REDUCTION_BLOCK = 1024  # elements of the concatenated run per block
+REDUCTION_LANES = 8  # partial sums per block
+
+
+def pairwise_tree(sums):
+    """Sum along the last axis by a fixed pairwise tree: for width = 1, 2, 4, ...:
+    s[i] += s[i + width] for i = 0, 2*width, 4*width, ... while i + width < n; the result is
+    s[0]. sums is not modified."""
+    sums = np.array(sums, dtype=np.float64)
+    n, width = sums.shape[-1], 1
+    while width < n:
+        left = np.arange(0, n - width, 2 * width)
+        sums[..., left] = sums[..., left] + sums[..., left + width]
+        width *= 2
+    return sums[..., 0]
+
+
+def sum_of_squares(arrays):
+    """The sum of the squares of every element of arrays (an iterable of float32/float64
+    arrays), in double, in fastopt's fixed order: the arrays' elements one after another (each
+    in C order, or in Fortran order if it is Fortran-contiguous and not C-contiguous); blocks of
+    REDUCTION_BLOCK elements; in a block, element j adds x*x to partial sum j % REDUCTION_LANES,
+    in order of j; the partial sums of each block, then the block sums, combined by
+    pairwise_tree."""
+    flat = [np.ravel(a, order="F" if a.flags.f_contiguous and not a.flags.c_contiguous
+                     else "C").astype(np.float64) for a in map(np.asarray, arrays)]
+    values = np.concatenate(flat) if flat else np.zeros(0)
+    blocks = -(-values.size // REDUCTION_BLOCK)
+    if blocks == 0:
+        return 0.0
+    # Zeros pad the last block: adding +0.0 to a partial sum (itself +0.0 or more) changes no bit.
+    padded = np.zeros(blocks * REDUCTION_BLOCK)
+    padded[:values.size] = values
+    rows = padded.reshape(blocks, REDUCTION_BLOCK // REDUCTION_LANES, REDUCTION_LANES)
+    partial_sums = np.zeros((blocks, REDUCTION_LANES))
+    for row in range(rows.shape[1]):  # every block's lanes, one element each, in order
+        partial_sums = partial_sums + rows[:, row, :] * rows[:, row, :]
+    return float(pairwise_tree(pairwise_tree(partial_sums)))
+
+
+def global_norm(grads):
+    """sqrt(sum_of_squares(...)) of a dict of arrays (in dict order) or a list of arrays."""
+    values = grads.values() if isinstance(grads, dict) else grads
+    return math.sqrt(sum_of_squares(values))
