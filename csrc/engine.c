@@ -194,7 +194,7 @@ void fastopt_set_thread_backoff(int enabled)
     thread_backoff = enabled != 0;
 }
 
-#define FO_COST_ROW(name, loop, ps_f32, ps_f64) {ps_f32, ps_f64},
+#define FO_COST_ROW(name, states, loop, ps_f32, ps_f64) {ps_f32, ps_f64},
 static const int64_t element_cost[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
     FASTOPT_FOR_EACH_KERNEL(FO_COST_ROW)};
 
@@ -209,9 +209,33 @@ int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *size
 
 /* ---- the step ---------------------------------------------------------------------------- */
 
+/* ---- the registry ------------------------------------------------------------------------- */
+
+#define FO_COUNT_COEFFICIENT(name) +1
+#define FO_NAME_COEFFICIENT(name) #name ","
+#define FO_KERNEL_INFO(name, states, loop, ps_f32, ps_f64)                                      \
+    {#name, states, 0 FASTOPT_COEFFICIENTS_##name(FO_COUNT_COEFFICIENT),                     \
+     "" FASTOPT_COEFFICIENTS_##name(FO_NAME_COEFFICIENT)},
+static const fastopt_kernel_info kernel_info[FASTOPT_NUM_KERNELS] = {
+    FASTOPT_FOR_EACH_KERNEL(FO_KERNEL_INFO)};
+
+const fastopt_kernel_info *fastopt_kernel(int kernel)
+{
+    return kernel >= 0 && kernel < FASTOPT_NUM_KERNELS ? &kernel_info[kernel] : NULL;
+}
+
+#define FO_DTYPE_INFO(a, b, c, sfx, storage, compute, numpy_name) {numpy_name, sizeof(storage)},
+static const fastopt_dtype_info dtype_info[FASTOPT_NUM_DTYPES] = {
+    FASTOPT_FOR_EACH_DTYPE(FO_DTYPE_INFO, , , )};
+
+const fastopt_dtype_info *fastopt_dtype(int dtype)
+{
+    return dtype >= 0 && dtype < FASTOPT_NUM_DTYPES ? &dtype_info[dtype] : NULL;
+}
+
 static size_t item_size(int dtype)
 {
-    return dtype == FASTOPT_FLOAT32 ? sizeof(float) : sizeof(double);
+    return (size_t)dtype_info[dtype].item_size;
 }
 
 /* The tensor holding element begin of the concatenated run: the last t with offset[t] <= begin. */
@@ -240,10 +264,11 @@ static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, in
             continue;
         const int dtype = plan->dtype[t];
         const size_t skip = (size_t)first * item_size(dtype);
-        char *state0 = plan->state0 ? (char *)plan->state0[t] + skip : NULL;
-        char *state1 = plan->state1 ? (char *)plan->state1[t] + skip : NULL;
+        void *state[FASTOPT_MAX_STATES];
+        for (int s = 0; s < plan->n_states; ++s)
+            state[s] = (char *)plan->state[s * plan->n_tensors + t] + skip;
         loops[dtype](last - first, (char *)plan->param[t] + skip,
-                     (const char *)plan->grad[t] + skip, state0, state1, coefficients);
+                     (const char *)plan->grad[t] + skip, state, coefficients);
     }
 }
 
@@ -341,20 +366,20 @@ static double block_sum_of_squares(const fastopt_sum_squares_fn *sum_squares,
 
 /* Any NaN or infinity among the gradients? Only asked when the sum of squares is not finite
  * (which finite values can also cause, by overflow), so a plain loop will do. */
+#define FO_NONFINITE_CASE(a, b, c, sfx, storage, compute, numpy_name)                           \
+    case FASTOPT_DTYPE_##sfx: {                                                               \
+        const storage *x = (const storage *)plan->grad[t];                                    \
+        for (int64_t i = 0; i < n; ++i)                                                       \
+            if (!isfinite((compute)x[i]))                                                     \
+                return 1;                                                                     \
+        break;                                                                                \
+    }
 static int any_nonfinite(const fastopt_plan *plan)
 {
     for (int64_t t = 0; t < plan->n_tensors; ++t) {
         const int64_t n = plan->offset[t + 1] - plan->offset[t];
-        if (plan->dtype[t] == FASTOPT_FLOAT32) {
-            const float *x = (const float *)plan->grad[t];
-            for (int64_t i = 0; i < n; ++i)
-                if (!isfinite(x[i]))
-                    return 1;
-        } else {
-            const double *x = (const double *)plan->grad[t];
-            for (int64_t i = 0; i < n; ++i)
-                if (!isfinite(x[i]))
-                    return 1;
+        switch (plan->dtype[t]) {
+            FASTOPT_FOR_EACH_DTYPE(FO_NONFINITE_CASE, , , )
         }
     }
     return 0;

@@ -13,32 +13,76 @@
 extern "C" {
 #endif
 
-/* The registry of kernels: name, loop (the number of state arrays, and for some kernels how
- * loops.h runs through them), and the single-thread cost of one element in picoseconds for
- * float32 and float64 (measured in cache on the 2-core AMD EPYC machine, AVX2; only their size
- * relative to the threshold matters, to decide on threads).
- * A new optimizer is one element function in elementwise.h plus one line here. The traffic
- * kernels read and write exactly the bytes of an optimizer with 0, 1 or 2 state arrays with
- * trivial arithmetic: the benchmark's measure of what the memory system allows. */
-#define FASTOPT_FOR_EACH_KERNEL(X)         \
-    X(sgd, 0, 100, 250)                    \
-    X(momentum, 1, 190, 370)               \
-    X(nesterov, 1, 200, 400)               \
-    X(adagrad, 1, 360, 1100)               \
-    X(rmsprop, 1, 380, 1100)               \
-    X(adam, 2_f32_two_pass, 720, 1130)     \
-    X(traffic0, 0, 100, 250)               \
-    X(traffic1, 1, 190, 370)               \
-    X(traffic2, 2, 250, 500)
+/* The registry of kernels, the one list every layer reads (Python asks for it at import through
+ * fastopt_kernel_info): name, number of state arrays, loop (one_pass, or f32_two_pass: float32
+ * runs in two passes over blocks, see loops.h), and the single-thread cost of one element in
+ * picoseconds per dtype, in the order of FASTOPT_FOR_EACH_DTYPE (measured in cache on the 2-core
+ * AMD EPYC machine, AVX2; only their size relative to the threshold matters, to decide on
+ * threads). Each kernel's coefficients are named by FASTOPT_COEFFICIENTS_<name>, in the order
+ * Python passes them; the element functions read them by name (k->lr).
+ * A new optimizer is one element function in elementwise.h, one line here and its coefficient
+ * list. The traffic kernels read and write exactly the bytes of an optimizer with 0, 1 or 2
+ * state arrays with trivial arithmetic: the benchmark's measure of what the memory system
+ * allows. */
+#define FASTOPT_FOR_EACH_KERNEL(X)                \
+    X(sgd, 0, one_pass, 100, 250)                 \
+    X(momentum, 1, one_pass, 190, 370)            \
+    X(nesterov, 1, one_pass, 200, 400)            \
+    X(adagrad, 1, one_pass, 360, 1100)            \
+    X(rmsprop, 1, one_pass, 380, 1100)            \
+    X(adam, 2, f32_two_pass, 720, 1130)           \
+    X(traffic0, 0, one_pass, 100, 250)            \
+    X(traffic1, 1, one_pass, 190, 370)            \
+    X(traffic2, 2, one_pass, 250, 500)
 
-#define FASTOPT_KERNEL_ENUM(name, loop, ps_f32, ps_f64) FASTOPT_KERNEL_##name,
+#define FASTOPT_COEFFICIENTS_sgd(X) X(lr)
+#define FASTOPT_COEFFICIENTS_momentum(X) X(momentum) X(lr)
+#define FASTOPT_COEFFICIENTS_nesterov(X) \
+    X(momentum) X(lr) X(momentum_squared) X(one_plus_momentum_times_lr)
+#define FASTOPT_COEFFICIENTS_adagrad(X) X(lr) X(epsilon)
+#define FASTOPT_COEFFICIENTS_rmsprop(X) X(decay_rate) X(one_minus_decay_rate) X(lr) X(epsilon)
+#define FASTOPT_COEFFICIENTS_adam(X) X(one_minus_beta1) X(one_minus_beta2) X(lr_t) X(epsilon)
+#define FASTOPT_COEFFICIENTS_traffic0(X)
+#define FASTOPT_COEFFICIENTS_traffic1(X)
+#define FASTOPT_COEFFICIENTS_traffic2(X)
+
+#define FASTOPT_KERNEL_ENUM(name, states, loop, ps_f32, ps_f64) FASTOPT_KERNEL_##name,
 enum { FASTOPT_FOR_EACH_KERNEL(FASTOPT_KERNEL_ENUM) FASTOPT_NUM_KERNELS };
 #undef FASTOPT_KERNEL_ENUM
 
-enum { FASTOPT_FLOAT32 = 0, FASTOPT_FLOAT64 = 1, FASTOPT_NUM_DTYPES = 2 };
+/* The dtypes: short name, storage type (what the arrays hold), compute type (what the element
+ * functions compute in), and NumPy's name for it (Python maps NumPy dtypes to rows through
+ * numpy.dtype(name).num at import). Storage and compute are equal today; a 16-bit storage type
+ * computed in float32 would be a row whose loops convert on load and store. The kernels' cost
+ * columns follow this order. X is called as X(a, b, c, sfx, storage, compute, numpy_name): a,
+ * b and c are passed through, so that a kernel's X-macro can expand a line per dtype. */
+#define FASTOPT_FOR_EACH_DTYPE(X, a, b, c)              \
+    X(a, b, c, f32, float, float, "float32")            \
+    X(a, b, c, f64, double, double, "float64")
 
-/* Most coefficients a kernel takes (doubles, as Python computed them). */
-#define FASTOPT_MAX_COEFFICIENTS 4
+#define FASTOPT_DTYPE_ENUM(a, b, c, sfx, storage, compute, numpy_name) FASTOPT_DTYPE_##sfx,
+enum { FASTOPT_FOR_EACH_DTYPE(FASTOPT_DTYPE_ENUM, , , ) FASTOPT_NUM_DTYPES };
+#undef FASTOPT_DTYPE_ENUM
+
+/* Most state arrays and coefficients a kernel may have. */
+#define FASTOPT_MAX_STATES 4
+#define FASTOPT_MAX_COEFFICIENTS 16
+
+/* What Python learns about kernel k (0 <= k < FASTOPT_NUM_KERNELS). */
+typedef struct {
+    const char *name;
+    int n_states;
+    int n_coefficients;
+    const char *coefficient_names; /* comma-separated, in the order Python passes them */
+} fastopt_kernel_info;
+const fastopt_kernel_info *fastopt_kernel(int kernel);
+
+/* What Python learns about dtype d (0 <= d < FASTOPT_NUM_DTYPES). */
+typedef struct {
+    const char *numpy_name;
+    int item_size; /* bytes per stored element */
+} fastopt_dtype_info;
+const fastopt_dtype_info *fastopt_dtype(int dtype);
 
 /* SIMD paths, in increasing order of preference. */
 enum { FASTOPT_SIMD_BASELINE = 0, FASTOPT_SIMD_AVX2 = 1, FASTOPT_SIMD_AVX512 = 2, FASTOPT_NUM_SIMD = 3 };
@@ -49,12 +93,12 @@ typedef struct {
     int64_t n_tensors;
     const int64_t *offset; /* n_tensors + 1 prefix sums of the sizes */
     int64_t cost;          /* estimated single-thread time in picoseconds: decides on threads */
-    /* per tensor; state pointers may be NULL when the kernel has fewer states */
-    const int *dtype; /* FASTOPT_FLOAT32 or FASTOPT_FLOAT64 */
+    /* per tensor */
+    const int *dtype; /* a FASTOPT_DTYPE_* row */
     void *const *param;
     const void *const *grad;
-    void *const *state0;
-    void *const *state1;
+    void *const *state; /* n_states * n_tensors: state array s of tensor t at [s * n_tensors + t] */
+    int n_states;
     /* fastopt_run's memory of how threads fared on this plan (start all at 0) */
     int32_t serial_steps_left; /* run this many more steps on one thread */
     int32_t backoff;           /* steps to stay serial the next time threads are slow */

@@ -4,9 +4,10 @@
 
 #include "fastopt.h"
 
-/* A loop applies one kernel to n consecutive elements. */
-typedef void (*fastopt_loop_fn)(int64_t n, void *param, const void *grad, void *state0,
-                                void *state1, const double *coefficients);
+/* A loop applies one kernel to n consecutive elements: state[s] points at state array s of the
+ * same elements (as many as the kernel has), coefficients are the kernel's, in registry order. */
+typedef void (*fastopt_loop_fn)(int64_t n, void *param, const void *grad, void *const *state,
+                                const double *coefficients);
 
 /* The reduction pass's piece of work: n consecutive elements of one array, the first of which
  * is element lane0 (mod FASTOPT_REDUCE_LANES) of its block, added into the block's partial

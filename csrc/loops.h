@@ -22,6 +22,7 @@
 #define FO_RESTRICT restrict
 #endif
 
+/* The element functions, once per compute type of the dtype table. */
 #define REAL float
 #define FO_NAME(name) name##_f32
 #define FO_SQRT sqrtf
@@ -50,50 +51,58 @@ static inline int64_t fo_head_elements(const void *p, size_t itemsize, int64_t n
     return head < n ? head : n;
 }
 
-/* One loop per (kernel, dtype), by number of state arrays. The coefficients are copied into a
- * local so the compiler knows no store through p/s0/s1 can change them. */
-#define FO_LOAD_COEFFICIENTS(REAL, SFX)                                \
-    coefficients_##SFX k;                                              \
-    for (int j = 0; j < FASTOPT_MAX_COEFFICIENTS; ++j) {               \
-        k.c[j] = (REAL)coefficients[j];                                \
-        k.d[j] = coefficients[j];                                      \
-    }
+/* One loop per (kernel, dtype). The coefficients are copied by name into a local struct (each
+ * rounded to REAL by the assignment, and kept in double in k.d) so the compiler knows no store
+ * through p or the states can change them. */
+#define FO_LOAD_COEFFICIENT(name)                                                               \
+    k.name = coefficients[coefficient];                                                       \
+    k.d.name = coefficients[coefficient];                                                     \
+    ++coefficient;
+#define FO_LOAD_COEFFICIENTS(name, SFX)                                                         \
+    name##_coefficients_##SFX k;                                                              \
+    int coefficient = 0;                                                                      \
+    FASTOPT_COEFFICIENTS_##name(FO_LOAD_COEFFICIENT)                                          \
+    (void)coefficient;                                                                        \
+    (void)coefficients;
 
-/* The start of every loop: typed pointers (a state pointer the kernel does not have is NULL and
- * unused), the coefficients, and the elements before p reaches a 64-byte boundary. */
-#define FO_LOOP_START(REAL, SFX)                                                                \
+/* The state arrays of a kernel with N states: typed pointers s0, s1, ... and, for element i,
+ * the arguments ", &s0[i], &s1[i], ..." of its element function. */
+#define FO_STATE_POINTERS_0(REAL)
+#define FO_STATE_POINTERS_1(REAL) REAL *FO_RESTRICT s0 = (REAL *)state[0];
+#define FO_STATE_POINTERS_2(REAL) FO_STATE_POINTERS_1(REAL) REAL *FO_RESTRICT s1 = (REAL *)state[1];
+#define FO_STATE_POINTERS_3(REAL) FO_STATE_POINTERS_2(REAL) REAL *FO_RESTRICT s2 = (REAL *)state[2];
+#define FO_STATE_POINTERS_4(REAL) FO_STATE_POINTERS_3(REAL) REAL *FO_RESTRICT s3 = (REAL *)state[3];
+#define FO_STATE_ARGUMENTS_0(i)
+#define FO_STATE_ARGUMENTS_1(i) , &s0[i]
+#define FO_STATE_ARGUMENTS_2(i) FO_STATE_ARGUMENTS_1(i), &s1[i]
+#define FO_STATE_ARGUMENTS_3(i) FO_STATE_ARGUMENTS_2(i), &s2[i]
+#define FO_STATE_ARGUMENTS_4(i) FO_STATE_ARGUMENTS_3(i), &s3[i]
+
+/* The start of every loop: typed pointers, the coefficients, and the elements before p reaches
+ * a 64-byte boundary. */
+#define FO_LOOP_START(name, states, REAL, SFX)                                                  \
     REAL *FO_RESTRICT p = (REAL *)param;                                                      \
     const REAL *FO_RESTRICT g = (const REAL *)grad;                                           \
-    REAL *FO_RESTRICT s0 = (REAL *)state0;                                                    \
-    REAL *FO_RESTRICT s1 = (REAL *)state1;                                                    \
-    (void)s0;                                                                                 \
-    (void)s1;                                                                                 \
-    FO_LOAD_COEFFICIENTS(REAL, SFX)                                                           \
+    FO_STATE_POINTERS_##states(REAL)                                                          \
+    (void)state;                                                                              \
+    FO_LOAD_COEFFICIENTS(name, SFX)                                                           \
     const int64_t head = fo_head_elements(p, sizeof(REAL), n);                                \
     int64_t i = 0;
 
 #define FO_LOOP_SIGNATURE(name, SFX)                                                            \
-    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *state0,     \
-                                  void *state1, const double *coefficients)
+    static void name##_loop_##SFX(int64_t n, void *param, const void *grad, void *const *state, \
+                                  const double *coefficients)
 
-/* One pass; the head first, on its own, so that the main loop starts aligned. STATES(i) is
- * the state arguments of element i: nothing, or ", &s0[i]", or ", &s0[i], &s1[i]". */
-#define FO_STATES_0(i)
-#define FO_STATES_1(i) , &s0[i]
-#define FO_STATES_2(i) , &s0[i], &s1[i]
-#define FO_DEFINE_ONE_PASS_LOOP(name, REAL, SFX, STATES)                                        \
+/* One pass; the head first, on its own, so that the main loop starts aligned. */
+#define FO_DEFINE_LOOP_one_pass(name, states, REAL, SFX)                                        \
     FO_LOOP_SIGNATURE(name, SFX)                                                              \
     {                                                                                         \
-        FO_LOOP_START(REAL, SFX)                                                              \
+        FO_LOOP_START(name, states, REAL, SFX)                                                \
         for (; i < head; ++i)                                                                 \
-            name##_element_##SFX(&k, g[i], &p[i] STATES(i));                                  \
+            name##_element_##SFX(&k, g[i], &p[i] FO_STATE_ARGUMENTS_##states(i));             \
         for (; i < n; ++i)                                                                    \
-            name##_element_##SFX(&k, g[i], &p[i] STATES(i));                                  \
+            name##_element_##SFX(&k, g[i], &p[i] FO_STATE_ARGUMENTS_##states(i));             \
     }
-
-#define FO_DEFINE_LOOP_0(name, REAL, SFX) FO_DEFINE_ONE_PASS_LOOP(name, REAL, SFX, FO_STATES_0)
-#define FO_DEFINE_LOOP_1(name, REAL, SFX) FO_DEFINE_ONE_PASS_LOOP(name, REAL, SFX, FO_STATES_1)
-#define FO_DEFINE_LOOP_2(name, REAL, SFX) FO_DEFINE_ONE_PASS_LOOP(name, REAL, SFX, FO_STATES_2)
 
 /* Two passes over each block of FO_BLOCK elements, which stays in L1: name_states() updates both
  * state arrays and returns a value per element (Adam: the denominator), then name_param() updates
@@ -102,15 +111,16 @@ static inline int64_t fo_head_elements(const void *p, size_t itemsize, int64_t n
  * loop spends its time converting and shuffling, and split in two it vectorises better (with
  * AVX2, in L1: 0.79 -> 0.67 ns per element; 200 arrays of 4096: 7% less time per step). The
  * float64 loop keeps one pass: it is memory-bound from 1e6 elements, where two passes cost it
- * 2-7%. */
+ * 2-7%. Kernels with two states only. */
 #define FO_BLOCK 256
-#define FO_DEFINE_LOOP_2_f32_two_pass(name, REAL, SFX) FO_DEFINE_LOOP_2_two_pass_##SFX(name)
-#define FO_DEFINE_LOOP_2_two_pass_f64(name) FO_DEFINE_LOOP_2(name, double, f64)
-#define FO_DEFINE_LOOP_2_two_pass_f32(name) FO_DEFINE_TWO_PASS_LOOP_2(name, float, f32)
-#define FO_DEFINE_TWO_PASS_LOOP_2(name, REAL, SFX)                                             \
+#define FO_DEFINE_LOOP_f32_two_pass(name, states, REAL, SFX)                                    \
+    FO_DEFINE_LOOP_two_pass_##SFX(name, states, REAL, SFX)
+#define FO_DEFINE_LOOP_two_pass_f64(name, states, REAL, SFX)                                    \
+    FO_DEFINE_LOOP_one_pass(name, states, REAL, SFX)
+#define FO_DEFINE_LOOP_two_pass_f32(name, states, REAL, SFX)                                    \
     FO_LOOP_SIGNATURE(name, SFX)                                                              \
     {                                                                                         \
-        FO_LOOP_START(REAL, SFX)                                                              \
+        FO_LOOP_START(name, states, REAL, SFX)                                                \
         REAL carry[FO_BLOCK];                                                                 \
         for (; i < head; ++i)                                                                 \
             name##_element_##SFX(&k, g[i], &p[i], &s0[i], &s1[i]);                            \
@@ -123,9 +133,11 @@ static inline int64_t fo_head_elements(const void *p, size_t itemsize, int64_t n
         }                                                                                     \
     }
 
-#define FO_DEFINE_LOOPS(name, loop, ps_f32, ps_f64)            \
-    FO_DEFINE_LOOP_##loop(name, float, f32)    \
-    FO_DEFINE_LOOP_##loop(name, double, f64)
+/* Every kernel for every dtype of the table. */
+#define FO_DEFINE_LOOP_FOR_DTYPE(name, states, loop, SFX, storage, compute, numpy_name)         \
+    FO_DEFINE_LOOP_##loop(name, states, storage, SFX)
+#define FO_DEFINE_LOOPS(name, states, loop, ps_f32, ps_f64)                                     \
+    FASTOPT_FOR_EACH_DTYPE(FO_DEFINE_LOOP_FOR_DTYPE, name, states, loop)
 FASTOPT_FOR_EACH_KERNEL(FO_DEFINE_LOOPS)
 
 /* The reduction pass (see fastopt_sum_of_squares in fastopt.h): x*x in double, added to the
@@ -159,11 +171,16 @@ FASTOPT_FOR_EACH_KERNEL(FO_DEFINE_LOOPS)
         for (int l = 0; l < FO_LANES; ++l)                                                    \
             partial_sums[l] = sums[l];                                                        \
     }
-FO_DEFINE_SUM_SQUARES(float, f32)
-FO_DEFINE_SUM_SQUARES(double, f64)
+#define FO_DEFINE_SUM_SQUARES_FOR_DTYPE(a, b, c, SFX, storage, compute, numpy_name)             \
+    FO_DEFINE_SUM_SQUARES(storage, SFX)
+FASTOPT_FOR_EACH_DTYPE(FO_DEFINE_SUM_SQUARES_FOR_DTYPE, , , )
 
-#define FO_TABLE_ROW(name, loop, ps_f32, ps_f64) {name##_loop_f32, name##_loop_f64},
+/* This unit's tables, indexed by kernel and dtype. */
+#define FO_LOOP_POINTER(name, b, c, SFX, storage, compute, numpy_name) name##_loop_##SFX,
+#define FO_LOOP_ROW(name, states, loop, ps_f32, ps_f64)                                         \
+    {FASTOPT_FOR_EACH_DTYPE(FO_LOOP_POINTER, name, , )},
+#define FO_SUM_SQUARES_POINTER(a, b, c, SFX, storage, compute, numpy_name) sum_squares_##SFX,
 const fastopt_unit FASTOPT_UNIT = {
-    .loops = {FASTOPT_FOR_EACH_KERNEL(FO_TABLE_ROW)},
-    .sum_squares = {sum_squares_f32, sum_squares_f64},
+    .loops = {FASTOPT_FOR_EACH_KERNEL(FO_LOOP_ROW)},
+    .sum_squares = {FASTOPT_FOR_EACH_DTYPE(FO_SUM_SQUARES_POINTER, , , )},
 };

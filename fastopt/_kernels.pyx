@@ -2,11 +2,15 @@
 """Cython layer: turns a validated plan into pointer and length arrays once, re-binds the
 per-step arrays (gradients) cheaply, and calls C with the GIL released. No math here.
 
-A Plan is built by fastopt.optimizers after full validation. Plan.step() accepts a call only
-when everything it does not re-check is exactly as it was when the plan was validated (same
-parameter objects, data pointers, shapes, strides, dtypes, writeability; gradients of the right
-type, dtype and shape that overlap nothing the kernel writes). Anything else makes it return
-False without touching memory, and the Python layer revalidates and raises or rebuilds.
+A Plan is built by fastopt.optimizers after full validation. Plan.step() runs a step only when
+everything it does not re-check is exactly as it was when the plan was validated (same parameter
+objects, data pointers, shapes, strides, dtypes, writeability; gradients of the right type, dtype
+and shape that overlap nothing the kernel writes). Otherwise it returns a reason code (DECLINED_*)
+without touching memory, and the Python layer revalidates and raises or rebuilds. Whether two
+arrays overlap is decided here and only here (Plan.overlap, Plan.step's DECLINED_OVERLAP).
+
+The kernels, their state and coefficient counts and the dtypes come from the C registry
+(csrc/fastopt.h) at import: KERNELS and DTYPES.
 """
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
 from cpython.exc cimport PyErr_Clear
@@ -23,20 +27,21 @@ cnp.import_array()
 
 cdef extern from "fastopt.h" nogil:
     enum:
-        FASTOPT_KERNEL_sgd
-        FASTOPT_KERNEL_momentum
-        FASTOPT_KERNEL_nesterov
-        FASTOPT_KERNEL_adagrad
-        FASTOPT_KERNEL_rmsprop
-        FASTOPT_KERNEL_adam
-        FASTOPT_KERNEL_traffic0
-        FASTOPT_KERNEL_traffic1
-        FASTOPT_KERNEL_traffic2
         FASTOPT_NUM_KERNELS
-        FASTOPT_FLOAT32
-        FASTOPT_FLOAT64
+        FASTOPT_NUM_DTYPES
+        FASTOPT_MAX_STATES
         FASTOPT_MAX_COEFFICIENTS
         FASTOPT_NUM_SIMD
+
+    ctypedef struct fastopt_kernel_info:
+        const char *name
+        int n_states
+        int n_coefficients
+        const char *coefficient_names
+
+    ctypedef struct fastopt_dtype_info:
+        const char *numpy_name
+        int item_size
 
     ctypedef struct fastopt_plan:
         int64_t n_tensors
@@ -45,12 +50,14 @@ cdef extern from "fastopt.h" nogil:
         const int *dtype
         void **param
         const void **grad
-        void **state0
-        void **state1
+        void **state
+        int n_states
         int serial_steps_left
         int backoff
         double serial_seconds
 
+    const fastopt_kernel_info *fastopt_kernel(int kernel)
+    const fastopt_dtype_info *fastopt_dtype(int dtype)
     int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *sizes,
                                   const int *dtypes)
     int64_t fastopt_reduce_blocks(int64_t elements)
@@ -71,18 +78,50 @@ cdef extern from "fastopt.h" nogil:
     void fastopt_set_thread_backoff(int enabled)
 
 
-# name -> (kernel id, number of state arrays)
-KERNELS = {
-    "sgd": (FASTOPT_KERNEL_sgd, 0),
-    "momentum": (FASTOPT_KERNEL_momentum, 1),
-    "nesterov": (FASTOPT_KERNEL_nesterov, 1),
-    "adagrad": (FASTOPT_KERNEL_adagrad, 1),
-    "rmsprop": (FASTOPT_KERNEL_rmsprop, 1),
-    "adam": (FASTOPT_KERNEL_adam, 2),
-    "traffic0": (FASTOPT_KERNEL_traffic0, 0),
-    "traffic1": (FASTOPT_KERNEL_traffic1, 1),
-    "traffic2": (FASTOPT_KERNEL_traffic2, 2),
-}
+# ---- the registry ------------------------------------------------------------------------------
+
+class Kernel(tuple):
+    """A kernel of the C registry: (id, n_states, coefficient_names)."""
+    __slots__ = ()
+
+    def __new__(cls, id, n_states, coefficient_names):
+        return tuple.__new__(cls, (id, n_states, coefficient_names))
+
+    id = property(lambda self: self[0], doc="index in the C registry")
+    n_states = property(lambda self: self[1], doc="number of state arrays")
+    coefficient_names = property(lambda self: self[2],
+                                 doc="names of the coefficients, in the order step() takes them")
+
+
+def _read_registry():
+    cdef int k, d
+    cdef const fastopt_kernel_info *info
+    kernels = {}
+    for k in range(FASTOPT_NUM_KERNELS):
+        info = fastopt_kernel(k)
+        names = tuple(name for name in info.coefficient_names.decode().split(",") if name)
+        if len(names) != info.n_coefficients or info.n_coefficients > FASTOPT_MAX_COEFFICIENTS \
+                or info.n_states > FASTOPT_MAX_STATES:
+            raise ImportError(f"fastopt: the C registry entry of {info.name.decode()} is "
+                              f"inconsistent")
+        kernels[info.name.decode()] = Kernel(k, info.n_states, names)
+    # NumPy type number -> dtype row of the C table; the NumPy dtype of each row by its name.
+    dtypes = {np.dtype(fastopt_dtype(d).numpy_name.decode()).num: d
+              for d in range(FASTOPT_NUM_DTYPES)}
+    return kernels, dtypes
+
+
+# name -> Kernel(id, n_states, coefficient_names), as csrc/fastopt.h registers them
+KERNELS, _DTYPE_ROW_BY_TYPENUM = _read_registry()
+# the NumPy dtypes the kernels take, in the order of the C dtype table
+DTYPES = tuple(np.dtype(fastopt_dtype(d).numpy_name.decode()) for d in range(FASTOPT_NUM_DTYPES))
+
+cdef int _dtype_row(cnp.ndarray a):
+    """The C dtype row of a's dtype, or -1 if the kernels do not take it (or byte-swapped)."""
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        return -1
+    return _DTYPE_ROW_BY_TYPENUM.get(cnp.PyArray_TYPE(a), -1)
+
 
 # ---- SIMD and threads --------------------------------------------------------------------------
 
@@ -157,7 +196,7 @@ def set_thread_backoff(bint enabled):
 
 def sum_of_squares(tuple arrays):
     """(sum of the squares of every element, in double; any NaN or infinity?) over arrays, taken
-    as one concatenated run in tuple order. Every array must be a float32 or float64 ndarray,
+    as one concatenated run in tuple order. Every array must be an ndarray of one of DTYPES,
     aligned, in native byte order, and C-contiguous (or F-contiguous: then read in F order).
     Bit-identical for every SIMD path and thread count (see fastopt_sum_of_squares in
     csrc/fastopt.h)."""
@@ -181,12 +220,9 @@ def sum_of_squares(tuple arrays):
             if not ((cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a))
                     and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)):
                 raise ValueError("sum_of_squares takes contiguous, aligned, native arrays")
-            if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-                dtypes[i] = FASTOPT_FLOAT32
-            elif cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64:
-                dtypes[i] = FASTOPT_FLOAT64
-            else:
-                raise TypeError("sum_of_squares takes float32 and float64 arrays")
+            dtypes[i] = _dtype_row(a)
+            if dtypes[i] < 0:
+                raise TypeError(f"sum_of_squares takes arrays of the dtypes {DTYPES}")
             data[i] = cnp.PyArray_DATA(a)
             offsets[i + 1] = offsets[i] + cnp.PyArray_SIZE(a)
         block_sums = <double *>PyMem_Malloc(
@@ -261,74 +297,129 @@ cdef inline bint _has_shape(const tensor_info *t, const Py_ssize_t *dims, cnp.nd
     return True
 
 
+# What Plan.step returns: STEP_RAN, or why it declined (nothing was modified then).
+STEP_RAN = 0
+DECLINED_NOT_READY = 1      # the plan was never (fully) built
+DECLINED_STRUCTURE = 2      # params or grads is not a dict, or has other keys
+DECLINED_PARAM = 3          # params[keys[declined_index]] is not the array validated, or changed
+DECLINED_GRAD = 4           # grads[keys[declined_index]]: missing, not an array, or of another
+                            # dtype, byte order or shape than its parameter
+DECLINED_OVERLAP = 5        # grads[keys[declined_index]] shares memory with a written array:
+                            # Plan.written_name(overlapping_index) names it
+
+
+def bounds_overlapping(list arrays):
+    """Pairs (i, j), i < j, of indices into arrays (ndarrays) whose byte extents overlap, in the
+    order of a sweep over sorted extents: O(n log n) plus the pairs found. A candidate only:
+    numpy.shares_memory decides."""
+    events = []
+    cdef uintptr_t low, high
+    for index, array in enumerate(arrays):
+        if cnp.PyArray_SIZE(<cnp.ndarray>array) == 0:
+            continue
+        _byte_range(<cnp.ndarray>array, &low, &high)
+        events.append((low, high, index))
+    events.sort()
+    pairs = []
+    active = []  # (high, index)
+    for low, high, index in events:
+        active = [entry for entry in active if entry[0] > low]
+        pairs += [(min(index, other), max(index, other)) for _, other in active]
+        active.append((high, index))
+    return pairs
+
+
 cdef class Plan:
     """Pointers for one optimizer over one set of parameter arrays.
 
     kernel: a name from KERNELS. keys: the parameter names, in update order. params: the
-    caller's arrays (validated: float32/float64, writeable, no overlaps). states: per key, a
-    tuple of the optimizer's own state arrays (contiguous, C or Fortran order, same shape and
-    dtype as the parameter). The plan keeps every array alive while it exists.
+    caller's arrays (validated: of DTYPES, writeable, of the shapes the state has). states: per
+    key, a tuple of the optimizer's own state arrays (contiguous, C or Fortran order, same shape
+    and dtype as the parameter), as many as the kernel has. The plan keeps every array alive
+    while it exists. After construction, overlap is None, or the pair of names (in written order:
+    params by key, then each state by key) of two arrays the step writes that share memory:
+    such a plan never runs.
     """
     cdef int kernel_id
     cdef int n_states
+    cdef int n_coefficients
     cdef Py_ssize_t n
     cdef readonly tuple keys
     cdef readonly tuple params  # the caller's arrays, checked for identity every step
+    cdef readonly tuple state_names
+    cdef readonly object overlap  # None, or the names of two written arrays that share memory
+    cdef readonly Py_ssize_t declined_index     # the key index of the last DECLINED_PARAM/GRAD
+    cdef readonly Py_ssize_t overlapping_index  # the written array of the last DECLINED_OVERLAP
     cdef tuple targets          # what the kernel writes for each param: itself or a staging buffer
     cdef tuple staged           # indices of params updated through a staging buffer
     cdef tuple states
+    cdef list written           # every array the kernel writes: params (by key), then states
     cdef bint started           # __init__ has been called (it may be called once)
     cdef bint ready             # __init__ has completed: the plan may run
+    # One allocation holds every per-tensor array below; the layout is decided in __init__.
+    cdef void *memory
     cdef tensor_info *info      # per tensor
-    cdef int *dtypes            # per tensor: FASTOPT_FLOAT32 or FASTOPT_FLOAT64
-    cdef void **param_ptr
-    cdef const void **grad_ptr
-    cdef void **state0_ptr
-    cdef void **state1_ptr
-    cdef Py_ssize_t *dims
-    cdef int64_t *sizes
-    cdef int64_t *offsets       # prefix sums of sizes: the plan's concatenated element run
-    cdef fastopt_plan plan
-    cdef uintptr_t *written_low  # sorted byte ranges of everything the kernel writes
+    cdef void **param_ptr       # per tensor
+    cdef const void **grad_ptr  # per tensor
+    cdef void **state_ptr       # n_states * n: state s of tensor t at [s * n + t]
+    cdef int64_t *sizes         # per tensor
+    cdef int64_t *offsets       # n + 1 prefix sums of sizes: the plan's concatenated element run
+    cdef uintptr_t *written_low  # sorted, merged byte ranges of everything the kernel writes
     cdef uintptr_t *written_high
+    cdef Py_ssize_t *dims       # every parameter's dimensions, one after another
+    cdef int *dtypes            # per tensor: a row of the C dtype table
     cdef Py_ssize_t n_written
+    cdef fastopt_plan plan
     cdef bint busy
 
     def __cinit__(self):
         self.n = 0
+        self.memory = NULL
         self.info = NULL
-        self.dtypes = NULL
-        self.param_ptr = NULL
-        self.grad_ptr = NULL
-        self.state0_ptr = NULL
-        self.state1_ptr = NULL
-        self.dims = NULL
-        self.sizes = NULL
-        self.offsets = NULL
-        self.written_low = NULL
-        self.written_high = NULL
         self.busy = False
         self.started = False
         self.ready = False
+        self.declined_index = -1
+        self.overlapping_index = -1
 
     def __dealloc__(self):
         if self.info != NULL:
             self._release_grads()
-        PyMem_Free(self.info)
-        PyMem_Free(self.dtypes)
-        PyMem_Free(self.param_ptr)
-        PyMem_Free(self.grad_ptr)
-        PyMem_Free(self.state0_ptr)
-        PyMem_Free(self.state1_ptr)
-        PyMem_Free(self.dims)
-        PyMem_Free(self.sizes)
-        PyMem_Free(self.offsets)
-        PyMem_Free(self.written_low)
-        PyMem_Free(self.written_high)
+        PyMem_Free(self.memory)
 
-    def __init__(self, str kernel, tuple keys, list params, list states):
-        cdef Py_ssize_t i, j, n = len(keys)
-        cdef cnp.ndarray p, s
+    cdef int _allocate(self, Py_ssize_t n, Py_ssize_t n_states, Py_ssize_t total_dims) except -1:
+        """The one allocation: 8-byte-aligned slices for every per-tensor array."""
+        cdef Py_ssize_t count = max(n, 1), ranges = max(n * (1 + n_states), 1)
+        cdef Py_ssize_t sizes[10]
+        sizes[:] = [count * sizeof(tensor_info), count * sizeof(void *), count * sizeof(void *),
+                    max(n_states * n, 1) * sizeof(void *), count * sizeof(int64_t),
+                    (n + 1) * sizeof(int64_t), ranges * sizeof(uintptr_t),
+                    ranges * sizeof(uintptr_t), max(total_dims, 1) * sizeof(Py_ssize_t),
+                    count * sizeof(int)]
+        cdef Py_ssize_t i, total = 0
+        for i in range(10):
+            sizes[i] = (sizes[i] + 7) & ~7
+            total += sizes[i]
+        self.memory = PyMem_Malloc(total)
+        if self.memory == NULL:
+            raise MemoryError()
+        memset(self.memory, 0, total)
+        cdef char *cursor = <char *>self.memory
+        self.info = <tensor_info *>cursor; cursor += sizes[0]
+        self.param_ptr = <void **>cursor; cursor += sizes[1]
+        self.grad_ptr = <const void **>cursor; cursor += sizes[2]
+        self.state_ptr = <void **>cursor; cursor += sizes[3]
+        self.sizes = <int64_t *>cursor; cursor += sizes[4]
+        self.offsets = <int64_t *>cursor; cursor += sizes[5]
+        self.written_low = <uintptr_t *>cursor; cursor += sizes[6]
+        self.written_high = <uintptr_t *>cursor; cursor += sizes[7]
+        self.dims = <Py_ssize_t *>cursor; cursor += sizes[8]
+        self.dtypes = <int *>cursor
+        return 0
+
+    def __init__(self, str kernel, tuple keys, list params, list states, tuple state_names=()):
+        cdef Py_ssize_t i, j, s, n = len(keys)
+        cdef cnp.ndarray p, a
         cdef tensor_info *t
         cdef bint fortran
         # Once only: every pointer below is borrowed from, or points into, what this call stores.
@@ -337,7 +428,12 @@ cdef class Plan:
         self.started = True
         if len(params) != n or len(states) != n:
             raise ValueError("keys, params and states must have the same length")
-        self.kernel_id, self.n_states = KERNELS[kernel]
+        entry = KERNELS[kernel]
+        self.kernel_id, self.n_states = entry.id, entry.n_states
+        self.n_coefficients = len(entry.coefficient_names)
+        if state_names and len(state_names) != self.n_states:
+            raise ValueError(f"kernel {kernel} has {self.n_states} states, not {len(state_names)}")
+        self.state_names = state_names or tuple(f"state{s}" for s in range(self.n_states))
         self.keys = keys
         self.params = tuple(params)
         self.states = tuple([tuple(group) for group in states])
@@ -346,24 +442,9 @@ cdef class Plan:
         cdef Py_ssize_t total_dims = 0
         for i in range(n):
             total_dims += cnp.PyArray_NDIM(<cnp.ndarray?>params[i])
-        cdef size_t count = max(n, 1)
-        self.info = <tensor_info *>PyMem_Malloc(count * sizeof(tensor_info))
-        self.dtypes = <int *>PyMem_Malloc(count * sizeof(int))
-        self.param_ptr = <void **>PyMem_Malloc(count * sizeof(void *))
-        self.grad_ptr = <const void **>PyMem_Malloc(count * sizeof(void *))
-        self.dims = <Py_ssize_t *>PyMem_Malloc(max(total_dims, 1) * sizeof(Py_ssize_t))
-        self.sizes = <int64_t *>PyMem_Malloc(count * sizeof(int64_t))
-        self.offsets = <int64_t *>PyMem_Malloc((n + 1) * sizeof(int64_t))
-        if self.n_states >= 1:
-            self.state0_ptr = <void **>PyMem_Malloc(count * sizeof(void *))
-        if self.n_states >= 2:
-            self.state1_ptr = <void **>PyMem_Malloc(count * sizeof(void *))
-        if (self.info == NULL or self.dtypes == NULL or self.param_ptr == NULL
-                or self.grad_ptr == NULL or self.dims == NULL or self.sizes == NULL
-                or self.offsets == NULL or (self.n_states >= 1 and self.state0_ptr == NULL)
-                or (self.n_states >= 2 and self.state1_ptr == NULL)):
-            raise MemoryError()
-        memset(self.info, 0, count * sizeof(tensor_info))
+            if len(self.states[i]) != self.n_states:
+                raise ValueError("wrong number of state arrays")
+        self._allocate(n, self.n_states, total_dims)
         self.n = n  # from here on __dealloc__ walks info[0:n]
 
         cdef Py_ssize_t next_dim = 0
@@ -374,33 +455,29 @@ cdef class Plan:
             t.param = <PyObject *>p
             t.data = cnp.PyArray_DATA(p)
             t.typenum = cnp.PyArray_TYPE(p)
-            if t.typenum == cnp.NPY_FLOAT32:
-                self.dtypes[i] = FASTOPT_FLOAT32
-            elif t.typenum == cnp.NPY_FLOAT64:
-                self.dtypes[i] = FASTOPT_FLOAT64
-            else:
-                raise TypeError("fastopt kernels take float32 and float64 arrays")
+            self.dtypes[i] = _dtype_row(p)
+            if self.dtypes[i] < 0:
+                raise TypeError(f"fastopt kernels take arrays of the dtypes {DTYPES}")
             t.ndim = cnp.PyArray_NDIM(p)
             t.dim_start = next_dim
             for j in range(t.ndim):
                 self.dims[next_dim] = cnp.PyArray_DIM(p, j)
                 next_dim += 1
             group = self.states[i]
-            if len(group) != self.n_states:
-                raise ValueError("wrong number of state arrays")
             # The flat order is the state arrays' (they are ours and always contiguous); with no
             # state, the parameter's own if it has one.
             if self.n_states:
                 fortran = not cnp.PyArray_IS_C_CONTIGUOUS(group[0])
             else:
                 fortran = (not cnp.PyArray_IS_C_CONTIGUOUS(p)) and cnp.PyArray_IS_F_CONTIGUOUS(p)
-            for j in range(self.n_states):
-                s = group[j]
+            for s in range(self.n_states):
+                a = group[s]
                 # kernels trust the plan: a state array of another size would be overrun
-                if (not _direct(s, fortran) or cnp.PyArray_TYPE(s) != t.typenum
-                        or cnp.PyArray_SIZE(s) != cnp.PyArray_SIZE(p)):
+                if (not _direct(a, fortran) or cnp.PyArray_TYPE(a) != t.typenum
+                        or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(p)):
                     raise ValueError("state arrays must be contiguous, aligned and of the "
                                      "parameter's dtype and size")
+                self.state_ptr[s * n + i] = cnp.PyArray_DATA(a)
             t.fortran = fortran
             t.in_place = _direct(p, fortran)
             if t.in_place:
@@ -412,11 +489,6 @@ cdef class Plan:
             targets.append(target)
             self.param_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>target)
             self.sizes[i] = cnp.PyArray_SIZE(p)
-            if self.n_states >= 1:
-                self.state0_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>group[0])
-            if self.n_states >= 2:
-                self.state1_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>group[1])
-            self.grad_ptr[i] = NULL
 
         self.targets = tuple(targets)
         self.staged = tuple(staged)
@@ -432,25 +504,40 @@ cdef class Plan:
         self.plan.dtype = self.dtypes
         self.plan.param = self.param_ptr
         self.plan.grad = self.grad_ptr
-        self.plan.state0 = self.state0_ptr
-        self.plan.state1 = self.state1_ptr
+        self.plan.state = self.state_ptr
+        self.plan.n_states = self.n_states
 
+        self.written = list(self.params) + [self.states[i][s] for s in range(self.n_states)
+                                            for i in range(n)]
+        self.overlap = self._written_overlap()
         self._build_written_ranges()
-        self.ready = True
+        self.ready = self.overlap is None
+
+    def written_name(self, Py_ssize_t index):
+        """The name of written array index: "params[key]" or "optimizer state v[key]"."""
+        if index < self.n:
+            return f"params[{self.keys[index]!r}]"
+        state, key = divmod(index - self.n, self.n)
+        return f"optimizer state {self.state_names[state]}[{self.keys[key]!r}]"
+
+    cdef object _written_overlap(self):
+        """The names of the first two written arrays that share memory, or None."""
+        for first, second in bounds_overlapping(self.written):
+            if np.shares_memory(self.written[first], self.written[second]):
+                return self.written_name(first), self.written_name(second)
+        return None
 
     cdef _build_written_ranges(self):
         """Sorted, merged byte ranges of every parameter and state array, so that a gradient's
-        overlap with any of them is a binary search."""
+        possible overlap with any of them is a binary search."""
         ranges = []
         cdef uintptr_t low, high
         cdef Py_ssize_t i
-        for i in range(self.n):
-            arrays = [self.params[i]] + list(self.states[i])
-            for a in arrays:
-                if cnp.PyArray_SIZE(<cnp.ndarray>a) == 0:
-                    continue
-                _byte_range(<cnp.ndarray>a, &low, &high)
-                ranges.append((low, high))
+        for a in self.written:
+            if cnp.PyArray_SIZE(<cnp.ndarray>a) == 0:
+                continue
+            _byte_range(<cnp.ndarray>a, &low, &high)
+            ranges.append((low, high))
         ranges.sort()
         merged = []
         for low, high in ranges:
@@ -460,15 +547,13 @@ cdef class Plan:
             else:
                 merged.append((low, high))
         self.n_written = len(merged)
-        self.written_low = <uintptr_t *>PyMem_Malloc(max(self.n_written, 1) * sizeof(uintptr_t))
-        self.written_high = <uintptr_t *>PyMem_Malloc(max(self.n_written, 1) * sizeof(uintptr_t))
-        if self.written_low == NULL or self.written_high == NULL:
-            raise MemoryError()
         for i in range(self.n_written):
             self.written_low[i] = merged[i][0]
             self.written_high[i] = merged[i][1]
 
-    cdef bint _overlaps_written(self, cnp.ndarray a):
+    cdef bint _may_overlap_written(self, cnp.ndarray a):
+        """Do a's bytes fall within any written array's extent? (Conservative: a strided view
+        interleaved with a parameter can, without sharing memory.)"""
         if cnp.PyArray_SIZE(a) == 0:
             return False
         cdef uintptr_t low, high
@@ -482,6 +567,15 @@ cdef class Plan:
             else:
                 hi = mid
         return lo < self.n_written and self.written_low[lo] < high
+
+    cdef Py_ssize_t _overlapping_written(self, cnp.ndarray a) except -2:
+        """The index of the first written array that shares memory with a, or -1. Exact:
+        numpy.shares_memory on the arrays whose extents intersect a's."""
+        cdef Py_ssize_t index
+        for first, second in bounds_overlapping(self.written + [a]):
+            if second == len(self.written) and np.shares_memory(self.written[first], a):
+                return first
+        return -1
 
     cdef bint _param_unchanged(self, Py_ssize_t i, PyObject *obj):
         """Is obj the very array validated at position i, with nothing about it changed?"""
@@ -543,15 +637,17 @@ cdef class Plan:
                 return False
         return True
 
-    def step(self, params, grads, coefficients, bint trusted=False):
-        """Run one step if params and grads fit this plan; return whether it ran.
+    def step(self, params, grads, coefficients):
+        """Run one step if params and grads fit this plan: return STEP_RAN, or a DECLINED_*
+        reason (declined_index and overlapping_index say which key and array), having modified
+        nothing.
 
-        coefficients: up to 4 floats, this step's scalars in double. trusted: the caller has
-        just validated grads in full (skips the conservative overlap test, which a strided
-        view interleaved with a parameter can fail without really overlapping).
+        coefficients: a tuple or list of this step's scalars in double, as many as the kernel
+        has, in the order of KERNELS[kernel].coefficient_names (ValueError otherwise).
         """
         cdef double c[FASTOPT_MAX_COEFFICIENTS]
-        cdef Py_ssize_t i, n_coefficients
+        cdef Py_ssize_t i
+        cdef int reason
         if self.busy:
             raise RuntimeError("this optimizer is already running update() in another thread; "
                                "use one optimizer per thread")
@@ -559,18 +655,19 @@ cdef class Plan:
         # gradient), and another thread must not get in and rebind the pointers meanwhile.
         self.busy = True
         try:
-            if not (self.ready and isinstance(params, dict) and isinstance(grads, dict)):
-                return False
-            if len(<dict>params) != self.n or len(<dict>grads) != self.n:
-                return False
-            n_coefficients = len(coefficients)
-            if n_coefficients > FASTOPT_MAX_COEFFICIENTS:
-                raise ValueError(f"at most {FASTOPT_MAX_COEFFICIENTS} coefficients")
-            memset(c, 0, sizeof(c))
-            for i in range(n_coefficients):
+            if not self.ready:
+                return DECLINED_NOT_READY
+            if not (isinstance(params, dict) and isinstance(grads, dict)
+                    and len(<dict>params) == self.n and len(<dict>grads) == self.n):
+                return DECLINED_STRUCTURE
+            if len(coefficients) != self.n_coefficients:
+                raise ValueError(f"this kernel takes {self.n_coefficients} coefficients, "
+                                 f"got {len(coefficients)}")
+            for i in range(self.n_coefficients):
                 c[i] = coefficients[i]
-            if not self._bind_grads(<dict>params, <dict>grads, trusted):
-                return False
+            reason = self._bind_grads(<dict>params, <dict>grads)
+            if reason != STEP_RAN:
+                return reason
             for i in self.staged:
                 np.copyto(self.targets[i], self.params[i])
             with nogil:
@@ -580,11 +677,11 @@ cdef class Plan:
         finally:
             self._release_grads()
             self.busy = False
-        return True
+        return STEP_RAN
 
-    cdef bint _bind_grads(self, dict params, dict grads, bint trusted) except -1:
+    cdef int _bind_grads(self, dict params, dict grads) except -1:
         """Check every key's parameter and gradient; point the plan at the gradients, holding a
-        reference to each until _release_grads(). False if anything does not fit."""
+        reference to each until _release_grads(). STEP_RAN if all fit, else the reason."""
         cdef Py_ssize_t i, param_position = 0, grad_position = 0
         cdef PyObject *item
         cdef cnp.ndarray g
@@ -592,23 +689,26 @@ cdef class Plan:
         cdef bint direct
         for i in range(self.n):
             t = &self.info[i]
+            self.declined_index = i
             item = self._lookup(params, i, &param_position)
             if item == NULL or not self._param_unchanged(i, item):
-                return False
+                return DECLINED_PARAM
             item = self._lookup(grads, i, &grad_position)
             if item == NULL or not cnp.PyArray_Check(<object>item):
-                return False
+                return DECLINED_GRAD
             g = <cnp.ndarray>item
             if cnp.PyArray_TYPE(g) != t.typenum or not cnp.PyArray_ISNOTSWAPPED(g):
-                return False
+                return DECLINED_GRAD
             if not _has_shape(t, self.dims, g):
-                return False
+                return DECLINED_GRAD
             direct = _direct(g, t.fortran)
             # A contiguous gradient's bytes are [data, data + size * itemsize): the same data
             # pointer as a gradient that passed the test before means the same verdict.
-            if not trusted and not (direct and cnp.PyArray_DATA(g) == t.checked_grad):
-                if self._overlaps_written(g):
-                    return False
+            if not (direct and cnp.PyArray_DATA(g) == t.checked_grad):
+                if self._may_overlap_written(g):
+                    self.overlapping_index = self._overlapping_written(g)
+                    if self.overlapping_index >= 0:
+                        return DECLINED_OVERLAP
                 if direct:
                     t.checked_grad = cnp.PyArray_DATA(g)
             if not direct:
@@ -616,4 +716,5 @@ cdef class Plan:
             Py_XINCREF(<PyObject *>g)
             t.grad = <PyObject *>g
             self.grad_ptr[i] = cnp.PyArray_DATA(g)
-        return True
+        self.declined_index = -1
+        return STEP_RAN

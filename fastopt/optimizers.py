@@ -22,7 +22,8 @@ from . import _kernels
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 
 _STATE_DICT_VERSION = 1
-_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SUPPORTED_DTYPES = _kernels.DTYPES  # the C dtype table's rows (native byte order)
+_DTYPE_NAMES = " and ".join(dtype.name for dtype in _SUPPORTED_DTYPES)  # "float32 and float64"
 EPSILON = 1e-7  # the textbook's constant, added to sqrt(h) or sqrt(v)
 
 
@@ -145,13 +146,20 @@ class Optimizer:
         step = self._step + 1
         coefficients = self._coefficients(step)
         plan = self._plan
-        if plan is None or not plan.step(params, grads, coefficients):
+        if plan is None or plan.step(params, grads, coefficients) != _kernels.STEP_RAN:
+            # Declined (or no plan yet): validate in full, which raises for bad input, and run
+            # on a plan that fits; the plan alone decides whether arrays overlap.
             grads = _validate(params, grads)
-            plan = self._prepare(params, grads)
-            # Fully validated just now: skip the conservative overlap test (a strided view
-            # interleaved with a parameter can fail it without truly overlapping).
-            if not plan.step(params, grads, coefficients, True):
-                raise AssertionError("fastopt: a validated plan refused to run; please report")
+            plan, state = self._prepare(params, grads)
+            reason = plan.step(params, grads, coefficients)
+            if reason == _kernels.DECLINED_OVERLAP:
+                key = plan.keys[plan.declined_index]
+                raise _overlap_error(plan.written_name(plan.overlapping_index), f"grads[{key!r}]")
+            if reason != _kernels.STEP_RAN:
+                raise AssertionError(f"fastopt: a validated plan declined to run (reason "
+                                     f"{reason}); please report")
+            # Only now that the step ran: a new state and plan become the optimizer's.
+            self._state, self._plan = state, plan
         self._step = step
 
     def _coefficients(self, step):
@@ -168,9 +176,10 @@ class Optimizer:
     # ---- validation --------------------------------------------------------------------------
 
     def _prepare(self, params, grads):
-        """Check params against the state, and for overlaps; create state if this is the first
-        step; return the plan to run (reused when the parameter arrays are the ones it was built
-        for). params and grads have passed _validate()."""
+        """Check params against the state; return (plan, state): the plan to run (the current
+        one when the parameter arrays are the ones it was built for) and the state it updates
+        (created, not yet stored, at the first step). Raises ValueError if arrays the step writes
+        share memory. params and grads have passed _validate()."""
         keys = list(params)
         state = self._state
         if state is not None:
@@ -188,21 +197,19 @@ class Optimizer:
                             f"params[{key!r}] has shape {params[key].shape} and dtype "
                             f"{params[key].dtype}, but the optimizer state {name}[{key!r}] has "
                             f"shape {array.shape} and dtype {array.dtype}")
-        _check_overlaps(params, grads, keys, state, self._state_names)
-
         plan = self._plan
         if plan is not None and plan.params_unchanged(params):
-            return plan
+            return plan, state
         if state is None and self._state_names:
             # Laid out like the parameter, so the kernel reads both in one flat order.
             state = {name: {key: _zeros_like_layout(params[key]) for key in params}
                      for name in self._state_names}
         plan = _kernels.Plan(self._kernel, tuple(keys), [params[k] for k in keys],
                              [tuple(state[name][k] for name in self._state_names) for k in keys]
-                             if self._state_names else [() for _ in keys])
-        self._state = state
-        self._plan = plan
-        return plan
+                             if self._state_names else [() for _ in keys], self._state_names)
+        if plan.overlap is not None:
+            raise _overlap_error(*plan.overlap)
+        return plan, state
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -295,8 +302,8 @@ def _validate(params, grads):
         if not isinstance(g, np.ndarray):
             raise TypeError(f"grads[{key!r}] must be a numpy.ndarray, got {_describe(g)}")
         if p.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(f"params[{key!r}] has dtype {p.dtype}; fastopt updates float32 "
-                            f"and float64 arrays in native byte order")
+            raise TypeError(f"params[{key!r}] has dtype {p.dtype}; fastopt updates "
+                            f"{_DTYPE_NAMES} arrays in native byte order")
         if g.dtype != p.dtype:
             raise TypeError(f"grads[{key!r}] has dtype {g.dtype} but params[{key!r}] has dtype "
                             f"{p.dtype}; convert the gradient (grads[{key!r}].astype("
@@ -310,40 +317,10 @@ def _validate(params, grads):
     return grads if converted is None else converted
 
 
-def _check_overlaps(params, grads, keys, state, state_names):
-    """No array the kernel writes may share memory with any other array of the step."""
-    written = [(f"params[{key!r}]", params[key]) for key in keys]
-    if state is not None:
-        written += [(f"optimizer state {name}[{key!r}]", state[name][key])
-                    for name in state_names for key in keys]
-    read = [(f"grads[{key!r}]", grads[key]) for key in keys]
-    for (name_a, a), (name_b, b) in _bounds_overlapping(written, written + read):
-        if np.shares_memory(a, b):
-            raise ValueError(f"{name_a} and {name_b} share memory; fastopt updates each "
-                             f"parameter from its own gradient and state, so they must not "
-                             f"overlap")
-
-
-def _bounds_overlapping(written, everything):
-    """Pairs of entries of everything (whose first len(written) entries are written), at least
-    one of them written, whose byte extents overlap, each pair in list order. A sweep over
-    sorted extents: O(n log n) plus the pairs found."""
-    events = []
-    for index, (name, array) in enumerate(everything):
-        if array.size == 0:
-            continue
-        low, high = np.lib.array_utils.byte_bounds(array)
-        events.append((low, high, index, index < len(written)))
-    events.sort()
-    pairs = []
-    active = []  # (high, index, is_written)
-    for low, high, index, is_written in events:
-        active = [entry for entry in active if entry[0] > low]
-        for _, other, other_written in active:
-            if is_written or other_written:  # in list order: written before read, keys in order
-                pairs.append((everything[min(index, other)], everything[max(index, other)]))
-        active.append((high, index, is_written))
-    return pairs
+def _overlap_error(first, second):
+    """The ValueError for two arrays of a step that share memory, named as the plan names them."""
+    return ValueError(f"{first} and {second} share memory; fastopt updates each parameter from "
+                      f"its own gradient and state, so they must not overlap")
 
 
 def _zeros_like_layout(array):
@@ -372,8 +349,9 @@ def _load_state(state, state_names):
         loaded[name] = {}
         for key, array in arrays.items():
             if not isinstance(array, np.ndarray) or array.dtype not in _SUPPORTED_DTYPES:
-                raise TypeError(f"state_dict['state'][{name!r}][{key!r}] must be a float32 or "
-                                f"float64 numpy.ndarray, got {_describe(array)}")
+                raise TypeError(f"state_dict['state'][{name!r}][{key!r}] must be a "
+                                f"{_DTYPE_NAMES.replace(' and ', ' or ')} numpy.ndarray, got "
+                                f"{_describe(array)}")
             copy = _zeros_like_layout(array)
             copy[...] = array
             loaded[name][key] = copy
