@@ -1,0 +1,53 @@
+"""`fastopt bench`: time every optimizer against NumPy, the peers and this machine's memory ceiling.
+
+Run it as ``fastopt bench`` or ``python -m fastopt bench`` (``--help`` lists the options;
+``--quick`` for a one-minute look). For each case (an optimizer, a dtype and a workload: one
+array of n elements, or a model's dict of arrays) it measures, interleaved within the case:
+
+- fastopt: ``getattr(fastopt, name)().update(params, grads)``;
+- numpy: the same class from ``fastopt.reference`` (the seeds' pure-NumPy code), the baseline;
+- limit: ``fastopt.optimizers.TrafficLimit(n_states)`` through the same update() path, a kernel
+  that reads and writes exactly the bytes the optimizer must move, with trivial math: the
+  measured ceiling of this machine for that case;
+- torch: ``torch.optim`` with ``fused=True`` where torch has a fused CPU kernel (``foreach=True``
+  otherwise), at the same thread count, when torch is installed. Its formulas differ in details
+  (Adam's eps placement, Momentum's lr), so it is a speed peer, not a numbers peer;
+- deepspeed: ``deepspeed.ops.adam.DeepSpeedCPUAdam`` for Adam on float32, when importable.
+
+It prints a table of median time per update(), effective GB/s (the bytes the optimizer must read
+and write: 3 arrays for SGD, 5 for one state array, 7 for Adam, times itemsize times elements),
+the speedup over NumPy and over the peers, and the fraction of the ceiling reached; then the
+project's performance targets, met or not, with the ratios. ``--json`` writes every number,
+``--plot`` draws GB/s against size with the ceiling.
+
+Timing: time.perf_counter around batches of calls (a batch lasts about BATCH_SECONDS, or one call
+when a call is longer), after warm-up calls; implementations take turns round by round, in a
+rotating order (a fast one runs several batches per round while a slow one runs one), until the
+case has run --repeat rounds and --min-time seconds; the median batch mean is reported. Each
+implementation updates its own copies of the arrays; the gradients are the same every step (a
+step does not change them). Large cases are measured on three sets of copies in turn, pooled,
+since an array's speed there depends on where its pages land.
+
+The pytest-benchmark suite in bench/ uses the same workloads and implementations (see
+bench/README.md): ``pytest bench/``.
+
+The modules: workloads (the cases and the bytes they move), implementations (fastopt, NumPy,
+the limit and the peers), timing (measuring a case), targets, report (the table, the header,
+the plot) and cli (the options and the run, for ``fastopt bench``). This package re-exports
+what the bench/ suite and the tests use.
+"""
+from .implementations import (DictImplementation, FASTOPT, IMPLEMENTATIONS, LIMIT, NUMPY, PEERS,
+                              Unsupported, load_peers)
+from .report import format_seconds, machine_info, print_table, write_plot
+from .targets import TARGETS, Target, evaluate_targets
+from .timing import CaseResult, OthersCpuMeter, Timing, measure, measure_case_retrying, run_case
+from .workloads import (DTYPES, MULTI_ARRAY_WORKLOADS, OPTIMIZERS, STATE_ARRAYS, WORKLOAD_KINDS,
+                        Case, Workload, format_count, plan_cases, single_array)
+
+__all__ = ["DTYPES", "MULTI_ARRAY_WORKLOADS", "OPTIMIZERS", "STATE_ARRAYS", "WORKLOAD_KINDS",
+           "Case", "Workload", "format_count", "plan_cases", "single_array",
+           "DictImplementation", "FASTOPT", "IMPLEMENTATIONS", "LIMIT", "NUMPY", "PEERS",
+           "Unsupported", "load_peers",
+           "CaseResult", "OthersCpuMeter", "Timing", "measure", "measure_case_retrying", "run_case",
+           "TARGETS", "Target", "evaluate_targets",
+           "format_seconds", "machine_info", "print_table", "write_plot"]
