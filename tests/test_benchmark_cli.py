@@ -6,6 +6,7 @@ import json
 import sys
 import types
 
+import numpy as np
 import pytest
 
 import fastopt
@@ -152,3 +153,20 @@ def test_help_lists_every_option(capsys):
                    "--simd", "--repeat", "--min-time", "--retries", "--quick", "--json",
                    "--plot"):
         assert option in help_text
+
+
+@pytest.mark.parametrize("n_states", [0, 1, 2])
+def test_traffic_limit_moves_the_bytes_of_n_states(n_states):
+    # The ceiling's kernel: p += g and s += g for each state, through Optimizer.update().
+    limit = benchmark.TrafficLimit(n_states)
+    params = {"x": np.arange(5, dtype=np.float32)}
+    grads = {"x": np.full(5, 0.5, dtype=np.float32)}
+    limit.update(params, grads)
+    limit.update(params, grads)
+    np.testing.assert_array_equal(params["x"], np.arange(5, dtype=np.float32) + 1)
+    state = limit.state_dict()["state"] or {}  # None without state arrays
+    assert list(state) == ["s0", "s1"][:n_states]
+    for arrays in state.values():
+        np.testing.assert_array_equal(arrays["x"], np.ones(5, dtype=np.float32))
+    with pytest.raises(ValueError, match="n_states must be 0, 1 or 2"):
+        benchmark.TrafficLimit(3)

@@ -6,7 +6,7 @@ array of n elements, or a model's dict of arrays) it measures, interleaved withi
 
 - fastopt: ``getattr(fastopt, name)().update(params, grads)``;
 - numpy: the same class from ``fastopt.reference`` (the seeds' pure-NumPy code), the baseline;
-- limit: ``fastopt.optimizers.TrafficLimit(n_states)`` through the same update() path, a kernel
+- limit: ``fastopt.benchmark.TrafficLimit(n_states)`` through the same update() path, a kernel
   that reads and writes exactly the bytes the optimizer must move, with trivial math: the
   measured ceiling of this machine for that case;
 - torch: ``torch.optim`` with ``fused=True`` where torch has a fused CPU kernel (``foreach=True``
@@ -32,15 +32,16 @@ The pytest-benchmark suite in bench/ uses the same workloads and implementations
 bench/README.md): ``pytest bench/``.
 
 The modules: workloads (the cases and the bytes they move), implementations (fastopt, NumPy,
-the limit and the peers), timing (measuring a case), targets, report (the table, the header,
-the plot) and cli (the options and the run, for ``fastopt bench``). This package re-exports
-what the bench/ suite and the tests use.
+the limit and the peers), traffic (TrafficLimit, the limit's kernel), timing (measuring a
+case), targets, report (the table, the header, the plot) and cli (the options and the run, for
+``fastopt bench``). This package re-exports what the bench/ suite and the tests use.
 """
 from .implementations import (DictImplementation, FASTOPT, IMPLEMENTATIONS, LIMIT, NUMPY, PEERS,
                               Unsupported, load_peers)
 from .report import format_seconds, machine_info, print_table, write_plot
 from .targets import TARGETS, Target, evaluate_targets
 from .timing import CaseResult, OthersCpuMeter, Timing, measure, measure_case_retrying, run_case
+from .traffic import TrafficLimit
 from .workloads import (DTYPES, MULTI_ARRAY_WORKLOADS, OPTIMIZERS, STATE_ARRAYS, WORKLOAD_KINDS,
                         Case, Workload, format_count, plan_cases, single_array)
 
@@ -49,5 +50,5 @@ __all__ = ["DTYPES", "MULTI_ARRAY_WORKLOADS", "OPTIMIZERS", "STATE_ARRAYS", "WOR
            "DictImplementation", "FASTOPT", "IMPLEMENTATIONS", "LIMIT", "NUMPY", "PEERS",
            "Unsupported", "load_peers",
            "CaseResult", "OthersCpuMeter", "Timing", "measure", "measure_case_retrying", "run_case",
-           "TARGETS", "Target", "evaluate_targets",
+           "TARGETS", "Target", "evaluate_targets", "TrafficLimit",
            "format_seconds", "machine_info", "print_table", "write_plot"]

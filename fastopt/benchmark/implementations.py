@@ -13,8 +13,8 @@ import numpy as np
 
 import fastopt
 from fastopt import reference
-from fastopt.optimizers import TrafficLimit
 
+from .traffic import TrafficLimit
 from .workloads import STATE_ARRAYS
 
 IMPLEMENTATIONS = ("fastopt", "numpy", "limit", "torch", "deepspeed")
