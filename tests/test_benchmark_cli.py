@@ -2,6 +2,7 @@
 
 They check that the command works, not how fast anything is (that is the benchmark's job).
 """
+import argparse
 import json
 import sys
 import types
@@ -11,6 +12,7 @@ import pytest
 
 import fastopt
 from fastopt import benchmark
+from fastopt.benchmark import cli as bench_cli
 from fastopt.cli import main
 
 # Tiny and short: no peers (importing torch takes seconds), one round of tiny batches.
@@ -110,6 +112,49 @@ def fake_torch():
     return fake_module("torch", __version__="0.0", set_num_threads=lambda threads: None,
                        zeros=lambda size: None, ones=lambda size: None,
                        nn=types.SimpleNamespace(Parameter=lambda data: types.SimpleNamespace()))
+
+
+class Probe(fastopt.optimizers.Adam):
+    """A test optimizer: Adam's kernel and two state arrays under a name no table knows."""
+
+
+class ThreeStates(fastopt.optimizers.Optimizer):
+    """A test optimizer with more state arrays than any traffic-limit kernel has (never run)."""
+
+    _state_names = ("a", "b", "c")
+
+
+def test_optimizers_and_state_arrays_come_from_the_registry(monkeypatch):
+    monkeypatch.setitem(fastopt.optimizers.OPTIMIZERS, "Probe", Probe)
+    monkeypatch.setitem(fastopt.optimizers.OPTIMIZERS, "ThreeStates", ThreeStates)
+    registered = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Probe",
+                  "ThreeStates")
+    assert benchmark.optimizer_names() == registered
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    assert parser.parse_args([]).optimizers == registered  # the default: all
+    assert parser.parse_args(["--optimizers", "all"]).optimizers == registered
+    assert parser.parse_args(["--optimizers", "probe"]).optimizers == ("Probe",)
+
+    cases = benchmark.plan_cases(registered, ("float32",), (10,), ("single",))
+    assert [case.optimizer for case in cases] == list(registered)
+    workload = benchmark.single_array(10, "float32")
+    assert benchmark.state_arrays("Probe") == 2 and benchmark.state_arrays("ThreeStates") == 3
+    assert workload.bytes_moved("Probe") == 7 * 4 * 10
+    assert workload.bytes_moved("ThreeStates") == 9 * 4 * 10  # 3 + 2 * 3 arrays
+
+    # A registered optimizer is measured: fastopt runs its class, the limit has its states.
+    assert isinstance(benchmark.FASTOPT.make("Probe"), Probe)
+    assert benchmark.LIMIT.make("Probe")._kernel == "traffic2"
+    result = benchmark.run_case(cases[-2], [benchmark.FASTOPT, benchmark.LIMIT], min_time=0.001,
+                                repeat=1)
+    assert result.case.optimizer == "Probe" and set(result.timings) == {"fastopt", "limit"}
+    # Where no traffic kernel or torch counterpart exists, that implementation sits the case out.
+    with pytest.raises(benchmark.Unsupported, match="no traffic-limit kernel for ThreeStates"):
+        benchmark.LIMIT.make("ThreeStates")
+    torch_peer = benchmark.implementations.TorchImplementation(fake_torch())
+    with pytest.raises(benchmark.Unsupported, match="no torch.optim counterpart of Probe"):
+        torch_peer.prepare("Probe", {}, {})
 
 
 def test_missing_peers_are_named_with_the_install_command(monkeypatch):

@@ -4,7 +4,7 @@ Run it as ``fastopt bench`` or ``python -m fastopt bench`` (``--help`` lists the
 ``--quick`` for a one-minute look). For each case (an optimizer, a dtype and a workload: one
 array of n elements, or a model's dict of arrays) it measures, interleaved within the case:
 
-- fastopt: ``getattr(fastopt, name)().update(params, grads)``;
+- fastopt: ``fastopt.optimizers.OPTIMIZERS[name]().update(params, grads)``;
 - numpy: the same class from ``fastopt.reference`` (the seeds' pure-NumPy code), the baseline;
 - limit: ``fastopt.benchmark.TrafficLimit(n_states)`` through the same update() path, a kernel
   that reads and writes exactly the bytes the optimizer must move, with trivial math: the
@@ -14,10 +14,14 @@ array of n elements, or a model's dict of arrays) it measures, interleaved withi
   (Adam's eps placement, Momentum's lr), so it is a speed peer, not a numbers peer;
 - deepspeed: ``deepspeed.ops.adam.DeepSpeedCPUAdam`` for Adam on float32, when importable.
 
+The optimizers are those registered in ``fastopt.optimizers.OPTIMIZERS`` (a new one is measured
+once registered there and in ``fastopt.reference``); n_states, an optimizer's number of state
+arrays, is ``len(cls._state_names)`` of its class there.
+
 It prints a table of median time per update(), effective GB/s (the bytes the optimizer must read
-and write: 3 arrays for SGD, 5 for one state array, 7 for Adam, times itemsize times elements),
-the speedup over NumPy and over the peers, and the fraction of the ceiling reached; then the
-project's performance targets, met or not, with the ratios. ``--json`` writes every number,
+and write: 3 + 2 x n_states arrays, i.e. 3 for SGD, 5 for one state array, 7 for Adam, times
+itemsize times elements), the speedup over NumPy and over the peers, and the fraction of the
+ceiling reached; then the project's performance targets, met or not, with the ratios. ``--json`` writes every number,
 ``--plot`` draws GB/s against size with the ceiling.
 
 Timing: time.perf_counter around batches of calls (a batch lasts about BATCH_SECONDS, or one call
@@ -36,17 +40,21 @@ the limit and the peers), traffic (TrafficLimit, the limit's kernel), timing (me
 case), targets, report (the table, the header, the plot) and cli (the options and the run, for
 ``fastopt bench``). This package re-exports what the bench/ suite and the tests use.
 """
+# The registry itself (name -> class), for `from fastopt.benchmark import OPTIMIZERS`: iterating
+# it gives the names measured, whatever is registered when it is iterated.
+from fastopt.optimizers import OPTIMIZERS
+
 from .implementations import (DictImplementation, FASTOPT, IMPLEMENTATIONS, LIMIT, NUMPY, PEERS,
                               Unsupported, load_peers)
 from .report import format_seconds, machine_info, print_table, write_plot
 from .targets import TARGETS, Target, evaluate_targets
 from .timing import CaseResult, OthersCpuMeter, Timing, measure, measure_case_retrying, run_case
 from .traffic import TrafficLimit
-from .workloads import (DTYPES, MULTI_ARRAY_WORKLOADS, OPTIMIZERS, STATE_ARRAYS, WORKLOAD_KINDS,
-                        Case, Workload, format_count, plan_cases, single_array)
+from .workloads import (DTYPES, MULTI_ARRAY_WORKLOADS, WORKLOAD_KINDS, Case, Workload,
+                        format_count, optimizer_names, plan_cases, single_array, state_arrays)
 
-__all__ = ["DTYPES", "MULTI_ARRAY_WORKLOADS", "OPTIMIZERS", "STATE_ARRAYS", "WORKLOAD_KINDS",
-           "Case", "Workload", "format_count", "plan_cases", "single_array",
+__all__ = ["DTYPES", "MULTI_ARRAY_WORKLOADS", "OPTIMIZERS", "WORKLOAD_KINDS", "Case", "Workload",
+           "format_count", "optimizer_names", "plan_cases", "single_array", "state_arrays",
            "DictImplementation", "FASTOPT", "IMPLEMENTATIONS", "LIMIT", "NUMPY", "PEERS",
            "Unsupported", "load_peers",
            "CaseResult", "OthersCpuMeter", "Timing", "measure", "measure_case_retrying", "run_case",

@@ -14,7 +14,7 @@ from .report import (Progress, machine_info, print_header, print_table, print_ta
 from .targets import evaluate_targets
 from .timing import (BATCH_SECONDS, BUSY_CASE_SHARE, BUSY_SHARE, RETRY_BUDGET_SECONDS,
                      WARMUP_CALLS, OthersCpuMeter, measure_case_retrying)
-from .workloads import DTYPES, OPTIMIZERS, WORKLOAD_KINDS, format_count, plan_cases
+from .workloads import DTYPES, WORKLOAD_KINDS, format_count, optimizer_names, plan_cases
 
 DEFAULT_SIZES = (1, 1_000, 100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (1, 1_000, 100_000, 1_000_000)
@@ -28,16 +28,17 @@ DEFAULT_RETRIES = 2  # more measurements at most of a case disturbed by other pr
 
 
 def _optimizer_list(text):
-    by_lower = {name.lower(): name for name in OPTIMIZERS}
+    registered = optimizer_names()
+    by_lower = {name.lower(): name for name in registered}
     names = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         if item.lower() == "all":
-            names += OPTIMIZERS
+            names += registered
         elif item.lower() in by_lower:
             names.append(by_lower[item.lower()])
         else:
             raise argparse.ArgumentTypeError(
-                f"unknown optimizer {item!r} (choose from {', '.join(OPTIMIZERS)}, or all)")
+                f"unknown optimizer {item!r} (choose from {', '.join(registered)}, or all)")
     if not names:
         raise argparse.ArgumentTypeError("give at least one optimizer")
     return tuple(dict.fromkeys(names))
@@ -94,9 +95,11 @@ def _positive(kind, allow_zero=False):
 
 def add_arguments(parser):
     """The options of `fastopt bench`."""
-    parser.add_argument("--optimizers", type=_optimizer_list, default=OPTIMIZERS,
+    registered = optimizer_names()
+    parser.add_argument("--optimizers", type=_optimizer_list, default=registered,
                         metavar="LIST", help="comma-separated names, case-insensitive "
-                        f"(default: all: {','.join(OPTIMIZERS)})")
+                        f"(default: all, the optimizers fastopt.optimizers.OPTIMIZERS registers: "
+                        f"{','.join(registered)})")
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both",
                         help="dtype of the single-array cases (default: both); the "
                         "multi-array workloads keep their own (mlp, book-mlp: float64; "

@@ -11,11 +11,10 @@ import tempfile
 
 import numpy as np
 
-import fastopt
-from fastopt import reference
+from fastopt import optimizers, reference
 
 from .traffic import TrafficLimit
-from .workloads import STATE_ARRAYS
+from .workloads import state_arrays
 
 IMPLEMENTATIONS = ("fastopt", "numpy", "limit", "torch", "deepspeed")
 PEERS = ("torch", "deepspeed")
@@ -42,9 +41,18 @@ class DictImplementation:
         return functools.partial(self.make(optimizer).update, _copies(params), _copies(grads))
 
 
-FASTOPT = DictImplementation("fastopt", lambda optimizer: getattr(fastopt, optimizer)())
+def _traffic_limit(optimizer):
+    """The traffic-limit kernel with the named optimizer's number of state arrays; Unsupported
+    for a registered optimizer with more state arrays than any traffic kernel has."""
+    try:
+        return TrafficLimit(state_arrays(optimizer))
+    except ValueError as error:
+        raise Unsupported(f"no traffic-limit kernel for {optimizer}: {error}") from None
+
+
+FASTOPT = DictImplementation("fastopt", lambda optimizer: optimizers.OPTIMIZERS[optimizer]())
 NUMPY = DictImplementation("numpy", lambda optimizer: getattr(reference, optimizer)())
-LIMIT = DictImplementation("limit", lambda optimizer: TrafficLimit(STATE_ARRAYS[optimizer]))
+LIMIT = DictImplementation("limit", _traffic_limit)
 
 # torch.optim class and arguments for each seeds' optimizer, with the seeds' hyperparameters
 # (and eps=1e-7 where torch has one); torch's formulas differ in details.
@@ -79,6 +87,8 @@ class TorchImplementation:
         self.modes = {}  # optimizer name -> "fused" or "foreach", once known
 
     def prepare(self, optimizer, params, grads):
+        if optimizer not in TORCH_OPTIMIZERS:  # a newly registered optimizer
+            raise Unsupported(f"no torch.optim counterpart of {optimizer} is known")
         class_name, arguments = TORCH_OPTIMIZERS[optimizer]
         optimizer_class = getattr(self.torch.optim, class_name)
         tensors = _torch_parameters(self.torch, params, grads)

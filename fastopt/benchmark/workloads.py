@@ -6,13 +6,23 @@ import math
 
 import numpy as np
 
-OPTIMIZERS = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam")
-
-# State arrays each optimizer keeps per parameter; it reads p, g and every state array and writes
-# p and every state array, so an update moves 3 + 2 * n_states arrays.
-STATE_ARRAYS = {"SGD": 0, "Momentum": 1, "Nesterov": 1, "AdaGrad": 1, "RMSprop": 1, "Adam": 2}
+from fastopt import optimizers
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+# The optimizers come from the registry, read at each call rather than copied at import, so an
+# optimizer is benchmarked (and its bytes counted) once it is registered there.
+def optimizer_names():
+    """The names in fastopt.optimizers.OPTIMIZERS, in its order: the optimizers measured."""
+    return tuple(optimizers.OPTIMIZERS)
+
+
+def state_arrays(optimizer):
+    """State arrays the named optimizer keeps per parameter: len(_state_names) of its class in
+    fastopt.optimizers.OPTIMIZERS (0 for SGD, 1 for Momentum, 2 for Adam). An update reads p, g
+    and every state array and writes p and every state array: 3 + 2 * n_states arrays."""
+    return len(optimizers.OPTIMIZERS[optimizer]._state_names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +50,7 @@ class Workload:
 
     def bytes_moved(self, optimizer):
         """Bytes one update() of the named optimizer must read and write (the GB/s numerator)."""
-        return (3 + 2 * STATE_ARRAYS[optimizer]) * self.dtype.itemsize * self.elements
+        return (3 + 2 * state_arrays(optimizer)) * self.dtype.itemsize * self.elements
 
     def make_arrays(self, seed=0):
         """(params, grads): dicts of fresh arrays, keys "W1", "b1", ... for a model's layers and
