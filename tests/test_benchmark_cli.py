@@ -4,6 +4,7 @@ They check that the command works, not how fast anything is (that is the benchma
 """
 import argparse
 import json
+import pathlib
 import sys
 import types
 
@@ -20,9 +21,18 @@ TINY = ["bench", "--optimizers", "adam,SGD", "--sizes", "1,1e3", "--dtype", "flo
         "--workloads", "single,mlp", "--peers", "none", "--min-time", "0.001", "--repeat", "1"]
 
 
+def write_targets(path, *targets):
+    """A targets file of (optimizer, dtype, workload, metric, bound) tuples; returns its path."""
+    keys = ("optimizer", "dtype", "workload", "metric", "bound")
+    path.write_text(json.dumps({"targets": [dict(zip(keys, target)) for target in targets]}))
+    return str(path)
+
+
 def test_table_and_json(tmp_path, capsys):
     json_path = tmp_path / "bench.json"
-    assert main(TINY + ["--json", str(json_path)]) == 0
+    # A targets file of its own: an installed fastopt (the wheel's test run) has no bench/.
+    targets = write_targets(tmp_path / "targets.json", ("Adam", "float32", 1, "numpy", 5))
+    assert main(TINY + ["--json", str(json_path), "--targets", targets]) == 0
     output = capsys.readouterr().out
     assert f"fastopt {fastopt.__version__} bench" in output
     assert "NumPy" in output and "simd_available" in output
@@ -55,6 +65,70 @@ def test_table_and_json(tmp_path, capsys):
     assert mlp["bytes_per_update"] == 3 * 8 * mlp["elements"]
     assert 0 <= adam["others_cpu_share"] <= 1  # other processes' share of the CPU
     assert {"description", "ratio", "met"} <= set(document["targets"][0])
+
+
+def test_targets_file_is_checked_and_named(tmp_path, capsys):
+    targets = write_targets(tmp_path / "mine.json", ("SGD", "float32", 1000, "numpy", 1.5))
+    json_path = tmp_path / "bench.json"
+    assert main(TINY + ["--targets", targets, "--json", str(json_path)]) == 0
+    output = capsys.readouterr().out
+    assert f" of 1 met (targets from {targets})" in output
+    assert "SGD float32 1e3 >= 1.5x numpy: " in output
+    assert "Adam float32 1 >= 5x numpy" not in output  # only the file's targets
+    document = json.loads(json_path.read_text())
+    assert document["settings"]["targets_file"] == targets
+    assert [target["description"] for target in document["targets"]] == [
+        "SGD float32 1e3 >= 1.5x numpy"]
+
+
+def test_default_targets_are_the_source_checkouts(tmp_path, monkeypatch, capsys):
+    # From a source checkout, bench/targets.json beside the package's folder, if it exists.
+    checkout = benchmark.targets.DEFAULT_TARGETS_FILE
+    assert checkout.parent.parent == pathlib.Path(fastopt.__file__).resolve().parent.parent
+    monkeypatch.setattr(benchmark.targets, "DEFAULT_TARGETS_FILE", pathlib.Path(
+        write_targets(tmp_path / "targets.json", ("Adam", "float32", 1000, "limit", 1.1))))
+    assert main(TINY) == 0
+    assert "Adam float32 1e3 within 1.10x of the traffic-limit time: " in capsys.readouterr().out
+    # An installed fastopt has no bench/ beside it: no targets section, none in the JSON.
+    monkeypatch.setattr(benchmark.targets, "DEFAULT_TARGETS_FILE", tmp_path / "absent.json")
+    json_path = tmp_path / "bench.json"
+    assert main(TINY + ["--json", str(json_path)]) == 0
+    assert "targets:" not in capsys.readouterr().out
+    document = json.loads(json_path.read_text())
+    assert document["targets"] == [] and document["settings"]["targets_file"] is None
+
+
+def test_the_projects_targets_file(run_python):
+    path = benchmark.targets.DEFAULT_TARGETS_FILE
+    if not path.is_file():
+        pytest.skip("not a source checkout: no bench/targets.json beside the package")
+    targets = benchmark.load_targets(path)
+    assert benchmark.Target("Adam", "float32", "1", "numpy", 5) in targets
+    assert {target.optimizer for target in targets} <= set(fastopt.optimizers.OPTIMIZERS)
+    completed = run_python("-m", "fastopt", "bench", "--help")  # run from another folder
+    assert str(path) in " ".join(completed.stdout.split())
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not JSON"),
+    ('{"targets": {}}', 'expected {"targets": [...]}'),
+    ('{"targets": [{"optimizer": "Adam"}]}', "targets[0]: expected an object with the keys"),
+    ('{"targets": [{"optimizer": "Adam", "dtype": "float16", "workload": 1, "metric": "numpy", '
+     '"bound": 5}]}', "targets[0]: dtype must be one of float32, float64, got 'float16'"),
+    ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": "cnn", '
+     '"metric": "numpy", "bound": 5}]}', "workload must be an element count >= 1 or one of"),
+    ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": 1, "metric": "jax", '
+     '"bound": 5}]}', "metric must be one of numpy, limit, torch, deepspeed, got 'jax'"),
+    ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": 1, "metric": "numpy", '
+     '"bound": "5"}]}', "bound must be a number > 0, got '5'"),
+])
+def test_bad_targets_file_exits_2_before_measuring(tmp_path, capsys, content, message):
+    path = tmp_path / "targets.json"
+    path.write_text(content)
+    assert main(TINY + ["--targets", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"fastopt bench: error: cannot read the targets: {path}: ")
+    assert message in captured.err and captured.out == ""
 
 
 def test_plot_writes_png(tmp_path):
@@ -195,8 +269,8 @@ def test_help_lists_every_option(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     for option in ("--optimizers", "--dtype", "--sizes", "--workloads", "--peers", "--threads",
-                   "--simd", "--repeat", "--min-time", "--retries", "--quick", "--json",
-                   "--plot"):
+                   "--simd", "--repeat", "--min-time", "--retries", "--quick", "--targets",
+                   "--json", "--plot"):
         assert option in help_text
 
 

@@ -21,8 +21,14 @@ arrays, is ``len(cls._state_names)`` of its class there.
 It prints a table of median time per update(), effective GB/s (the bytes the optimizer must read
 and write: 3 + 2 x n_states arrays, i.e. 3 for SGD, 5 for one state array, 7 for Adam, times
 itemsize times elements), the speedup over NumPy and over the peers, and the fraction of the
-ceiling reached; then the project's performance targets, met or not, with the ratios. ``--json`` writes every number,
-``--plot`` draws GB/s against size with the ceiling.
+ceiling reached; then the performance targets, met or not, with the ratios. ``--json`` writes
+every number, ``--plot`` draws GB/s against size with the ceiling.
+
+Targets: the project's own speed targets are not part of the installed package; they live in
+the source checkout, in bench/targets.json. ``--targets FILE`` checks the targets of FILE (the
+format: fastopt.benchmark.targets); without it, ``fastopt bench`` run from a source checkout
+(bench/targets.json exists beside the folder holding the fastopt package) checks that file, and
+an installed fastopt prints no targets section.
 
 Timing: time.perf_counter around batches of calls (a batch lasts about BATCH_SECONDS, or one call
 when a call is longer), after warm-up calls; implementations take turns round by round, in a
@@ -47,7 +53,7 @@ from fastopt.optimizers import OPTIMIZERS
 from .implementations import (DictImplementation, FASTOPT, IMPLEMENTATIONS, LIMIT, NUMPY, PEERS,
                               Unsupported, load_peers)
 from .report import format_seconds, machine_info, print_table, write_plot
-from .targets import TARGETS, Target, evaluate_targets
+from .targets import Target, default_targets_file, evaluate_targets, load_targets
 from .timing import CaseResult, OthersCpuMeter, Timing, measure, measure_case_retrying, run_case
 from .traffic import TrafficLimit
 from .workloads import (DTYPES, MULTI_ARRAY_WORKLOADS, WORKLOAD_KINDS, Case, Workload,
@@ -58,5 +64,5 @@ __all__ = ["DTYPES", "MULTI_ARRAY_WORKLOADS", "OPTIMIZERS", "WORKLOAD_KINDS", "C
            "DictImplementation", "FASTOPT", "IMPLEMENTATIONS", "LIMIT", "NUMPY", "PEERS",
            "Unsupported", "load_peers",
            "CaseResult", "OthersCpuMeter", "Timing", "measure", "measure_case_retrying", "run_case",
-           "TARGETS", "Target", "evaluate_targets", "TrafficLimit",
+           "Target", "default_targets_file", "evaluate_targets", "load_targets", "TrafficLimit",
            "format_seconds", "machine_info", "print_table", "write_plot"]

@@ -11,7 +11,7 @@ import fastopt
 from .implementations import FASTOPT, LIMIT, NUMPY, PEERS, load_peers
 from .report import (Progress, machine_info, print_header, print_table, print_targets,
                      write_plot)
-from .targets import evaluate_targets
+from .targets import default_targets_file, evaluate_targets, load_targets
 from .timing import (BATCH_SECONDS, BUSY_CASE_SHARE, BUSY_SHARE, RETRY_BUDGET_SECONDS,
                      WARMUP_CALLS, OthersCpuMeter, measure_case_retrying)
 from .workloads import DTYPES, WORKLOAD_KINDS, format_count, optimizer_names, plan_cases
@@ -136,13 +136,21 @@ def add_arguments(parser):
                         f"at most {RETRY_BUDGET_SECONDS:.0f} s)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes (no 1e7) and shorter timing: about a minute")
+    found = default_targets_file()
+    parser.add_argument("--targets", metavar="FILE", default=None,
+                        help="check the performance targets in this JSON file after the table "
+                        "(the format: see fastopt/benchmark/targets.py). Default: the project's "
+                        "own, bench/targets.json beside the fastopt package's folder, when "
+                        "fastopt runs from a source checkout ("
+                        + ("here: " + str(found).replace("%", "%%") if found else
+                           "none here, so no targets section") + ")")
     parser.add_argument("--json", metavar="PATH", help="write machine info, every timing "
                         "and the targets as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of GB/s against size")
 
 
 def run(args):
-    """Run the benchmark; print the table and the targets. Returns the exit code."""
+    """Run the benchmark; print the table and the targets (if any). Returns the exit code."""
     def fail(message):
         print(f"fastopt bench: error: {message}", file=sys.stderr)
         return 2
@@ -152,6 +160,11 @@ def run(args):
             import matplotlib  # noqa: F401  (fail before measuring, not after)
         except ImportError:
             return fail("--plot needs matplotlib (pip install matplotlib)")
+    targets_file = args.targets or default_targets_file()
+    try:
+        targets = None if targets_file is None else load_targets(targets_file)
+    except (OSError, ValueError) as error:
+        return fail(f"cannot read the targets: {error}")
     try:
         if args.simd is not None:
             fastopt.set_simd(args.simd)
@@ -208,9 +221,11 @@ def run(args):
     if others is not None and others >= BUSY_SHARE:
         print(f"warning: other processes took {100 * others:.0f}% of this machine's CPU time "
               f"during the run; rows with a high 'others' share are unreliable", file=sys.stdout)
-    print(file=sys.stdout)
-    evaluated = evaluate_targets(results)
-    print_targets(evaluated, sys.stdout)
+    evaluated = []
+    if targets is not None:
+        evaluated = evaluate_targets(targets, results)
+        print(file=sys.stdout)
+        print_targets(evaluated, targets_file, sys.stdout)
 
     if args.json:
         document = {
@@ -218,7 +233,8 @@ def run(args):
             "settings": {"optimizers": list(args.optimizers), "dtypes": list(dtypes),
                          "sizes": list(sizes), "workloads": list(args.workloads),
                          "min_time": min_time, "repeat": repeat, "retries": args.retries,
-                         "batch_seconds": BATCH_SECONDS, "warmup_calls": WARMUP_CALLS},
+                         "batch_seconds": BATCH_SECONDS, "warmup_calls": WARMUP_CALLS,
+                         "targets_file": None if targets_file is None else str(targets_file)},
             "results": [result.to_json() for result in results],
             "targets": [{"description": description, "ratio": ratio, "met": met}
                         for description, ratio, met in evaluated],

@@ -122,12 +122,14 @@ def print_table(results, out):
         print(line([cell(result) for _, _, _, cell in columns]).rstrip(), file=out)
 
 
-def print_targets(evaluated, out):
+def print_targets(evaluated, source, out):
+    """The targets section: how many were met, then each target's verdict and ratio. source:
+    the targets file, named in the heading."""
     if not evaluated:
-        print("targets: none of the targets' cases was run", file=out)
+        print(f"targets: none of the targets' cases was run (targets from {source})", file=out)
         return
     met = sum(1 for _, _, ok in evaluated if ok)
-    print(f"targets: {met} of {len(evaluated)} met", file=out)
+    print(f"targets: {met} of {len(evaluated)} met (targets from {source})", file=out)
     for description, ratio, ok in evaluated:
         verdict = "not measured" if ok is None else "met" if ok else "NOT met"
         print(f"  {verdict:>12}  {description}: {_format_ratio(ratio)}", file=out)
