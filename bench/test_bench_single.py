@@ -8,7 +8,7 @@ SIZES = [1_000, 100_000, 1_000_000, pytest.param(10_000_000, marks=pytest.mark.l
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size:.0e}".replace("+0", ""))
 @pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_single_array(benchmark_update, optimizer, dtype, size):
     benchmark_update(optimizer, single_array(size, dtype))
 

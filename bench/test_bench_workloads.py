@@ -6,6 +6,6 @@ from fastopt.benchmark import MULTI_ARRAY_WORKLOADS, OPTIMIZERS
 
 
 @pytest.mark.parametrize("workload", list(MULTI_ARRAY_WORKLOADS))
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_multi_array(benchmark_update, optimizer, workload):
     benchmark_update(optimizer, MULTI_ARRAY_WORKLOADS[workload])

@@ -2,14 +2,18 @@
 
 They check that the command works, not how fast anything is (that is the benchmark's job).
 """
+import argparse
 import json
+import pathlib
 import sys
 import types
 
+import numpy as np
 import pytest
 
 import fastopt
 from fastopt import benchmark
+from fastopt.benchmark import cli as bench_cli
 from fastopt.cli import main
 
 # Tiny and short: no peers (importing torch takes seconds), one round of tiny batches.
@@ -17,9 +21,18 @@ TINY = ["bench", "--optimizers", "adam,SGD", "--sizes", "1,1e3", "--dtype", "flo
         "--workloads", "single,mlp", "--peers", "none", "--min-time", "0.001", "--repeat", "1"]
 
 
+def write_targets(path, *targets):
+    """A targets file of (optimizer, dtype, workload, metric, bound) tuples; returns its path."""
+    keys = ("optimizer", "dtype", "workload", "metric", "bound")
+    path.write_text(json.dumps({"targets": [dict(zip(keys, target)) for target in targets]}))
+    return str(path)
+
+
 def test_table_and_json(tmp_path, capsys):
     json_path = tmp_path / "bench.json"
-    assert main(TINY + ["--json", str(json_path)]) == 0
+    # A targets file of its own: an installed fastopt (the wheel's test run) has no bench/.
+    targets = write_targets(tmp_path / "targets.json", ("Adam", "float32", 1, "numpy", 5))
+    assert main(TINY + ["--json", str(json_path), "--targets", targets]) == 0
     output = capsys.readouterr().out
     assert f"fastopt {fastopt.__version__} bench" in output
     assert "NumPy" in output and "simd_available" in output
@@ -52,6 +65,70 @@ def test_table_and_json(tmp_path, capsys):
     assert mlp["bytes_per_update"] == 3 * 8 * mlp["elements"]
     assert 0 <= adam["others_cpu_share"] <= 1  # other processes' share of the CPU
     assert {"description", "ratio", "met"} <= set(document["targets"][0])
+
+
+def test_targets_file_is_checked_and_named(tmp_path, capsys):
+    targets = write_targets(tmp_path / "mine.json", ("SGD", "float32", 1000, "numpy", 1.5))
+    json_path = tmp_path / "bench.json"
+    assert main(TINY + ["--targets", targets, "--json", str(json_path)]) == 0
+    output = capsys.readouterr().out
+    assert f" of 1 met (targets from {targets})" in output
+    assert "SGD float32 1e3 >= 1.5x numpy: " in output
+    assert "Adam float32 1 >= 5x numpy" not in output  # only the file's targets
+    document = json.loads(json_path.read_text())
+    assert document["settings"]["targets_file"] == targets
+    assert [target["description"] for target in document["targets"]] == [
+        "SGD float32 1e3 >= 1.5x numpy"]
+
+
+def test_default_targets_are_the_source_checkouts(tmp_path, monkeypatch, capsys):
+    # From a source checkout, bench/targets.json beside the package's folder, if it exists.
+    checkout = benchmark.targets.DEFAULT_TARGETS_FILE
+    assert checkout.parent.parent == pathlib.Path(fastopt.__file__).resolve().parent.parent
+    monkeypatch.setattr(benchmark.targets, "DEFAULT_TARGETS_FILE", pathlib.Path(
+        write_targets(tmp_path / "targets.json", ("Adam", "float32", 1000, "limit", 1.1))))
+    assert main(TINY) == 0
+    assert "Adam float32 1e3 within 1.10x of the traffic-limit time: " in capsys.readouterr().out
+    # An installed fastopt has no bench/ beside it: no targets section, none in the JSON.
+    monkeypatch.setattr(benchmark.targets, "DEFAULT_TARGETS_FILE", tmp_path / "absent.json")
+    json_path = tmp_path / "bench.json"
+    assert main(TINY + ["--json", str(json_path)]) == 0
+    assert "targets:" not in capsys.readouterr().out
+    document = json.loads(json_path.read_text())
+    assert document["targets"] == [] and document["settings"]["targets_file"] is None
+
+
+def test_the_projects_targets_file(run_python):
+    path = benchmark.targets.DEFAULT_TARGETS_FILE
+    if not path.is_file():
+        pytest.skip("not a source checkout: no bench/targets.json beside the package")
+    targets = benchmark.load_targets(path)
+    assert benchmark.Target("Adam", "float32", "1", "numpy", 5) in targets
+    assert {target.optimizer for target in targets} <= set(fastopt.optimizers.OPTIMIZERS)
+    completed = run_python("-m", "fastopt", "bench", "--help")  # run from another folder
+    assert str(path) in " ".join(completed.stdout.split())
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not JSON"),
+    ('{"targets": {}}', 'expected {"targets": [...]}'),
+    ('{"targets": [{"optimizer": "Adam"}]}', "targets[0]: expected an object with the keys"),
+    ('{"targets": [{"optimizer": "Adam", "dtype": "float16", "workload": 1, "metric": "numpy", '
+     '"bound": 5}]}', "targets[0]: dtype must be one of float32, float64, got 'float16'"),
+    ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": "cnn", '
+     '"metric": "numpy", "bound": 5}]}', "workload must be an element count >= 1 or one of"),
+    ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": 1, "metric": "jax", '
+     '"bound": 5}]}', "metric must be one of numpy, limit, torch, deepspeed, got 'jax'"),
+    ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": 1, "metric": "numpy", '
+     '"bound": "5"}]}', "bound must be a number > 0, got '5'"),
+])
+def test_bad_targets_file_exits_2_before_measuring(tmp_path, capsys, content, message):
+    path = tmp_path / "targets.json"
+    path.write_text(content)
+    assert main(TINY + ["--targets", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"fastopt bench: error: cannot read the targets: {path}: ")
+    assert message in captured.err and captured.out == ""
 
 
 def test_plot_writes_png(tmp_path):
@@ -111,6 +188,49 @@ def fake_torch():
                        nn=types.SimpleNamespace(Parameter=lambda data: types.SimpleNamespace()))
 
 
+class Probe(fastopt.optimizers.Adam):
+    """A test optimizer: Adam's kernel and two state arrays under a name no table knows."""
+
+
+class ThreeStates(fastopt.optimizers.Optimizer):
+    """A test optimizer with more state arrays than any traffic-limit kernel has (never run)."""
+
+    _state_names = ("a", "b", "c")
+
+
+def test_optimizers_and_state_arrays_come_from_the_registry(monkeypatch):
+    monkeypatch.setitem(fastopt.optimizers.OPTIMIZERS, "Probe", Probe)
+    monkeypatch.setitem(fastopt.optimizers.OPTIMIZERS, "ThreeStates", ThreeStates)
+    registered = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Probe",
+                  "ThreeStates")
+    assert benchmark.optimizer_names() == registered
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    assert parser.parse_args([]).optimizers == registered  # the default: all
+    assert parser.parse_args(["--optimizers", "all"]).optimizers == registered
+    assert parser.parse_args(["--optimizers", "probe"]).optimizers == ("Probe",)
+
+    cases = benchmark.plan_cases(registered, ("float32",), (10,), ("single",))
+    assert [case.optimizer for case in cases] == list(registered)
+    workload = benchmark.single_array(10, "float32")
+    assert benchmark.state_arrays("Probe") == 2 and benchmark.state_arrays("ThreeStates") == 3
+    assert workload.bytes_moved("Probe") == 7 * 4 * 10
+    assert workload.bytes_moved("ThreeStates") == 9 * 4 * 10  # 3 + 2 * 3 arrays
+
+    # A registered optimizer is measured: fastopt runs its class, the limit has its states.
+    assert isinstance(benchmark.FASTOPT.make("Probe"), Probe)
+    assert benchmark.LIMIT.make("Probe")._kernel == "traffic2"
+    result = benchmark.run_case(cases[-2], [benchmark.FASTOPT, benchmark.LIMIT], min_time=0.001,
+                                repeat=1)
+    assert result.case.optimizer == "Probe" and set(result.timings) == {"fastopt", "limit"}
+    # Where no traffic kernel or torch counterpart exists, that implementation sits the case out.
+    with pytest.raises(benchmark.Unsupported, match="no traffic-limit kernel for ThreeStates"):
+        benchmark.LIMIT.make("ThreeStates")
+    torch_peer = benchmark.implementations.TorchImplementation(fake_torch())
+    with pytest.raises(benchmark.Unsupported, match="no torch.optim counterpart of Probe"):
+        torch_peer.prepare("Probe", {}, {})
+
+
 def test_missing_peers_are_named_with_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
     peers, notes = benchmark.load_peers(("torch", "deepspeed"), threads=1, need_deepspeed=True)
@@ -149,6 +269,23 @@ def test_help_lists_every_option(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     for option in ("--optimizers", "--dtype", "--sizes", "--workloads", "--peers", "--threads",
-                   "--simd", "--repeat", "--min-time", "--retries", "--quick", "--json",
-                   "--plot"):
+                   "--simd", "--repeat", "--min-time", "--retries", "--quick", "--targets",
+                   "--json", "--plot"):
         assert option in help_text
+
+
+@pytest.mark.parametrize("n_states", [0, 1, 2])
+def test_traffic_limit_moves_the_bytes_of_n_states(n_states):
+    # The ceiling's kernel: p += g and s += g for each state, through Optimizer.update().
+    limit = benchmark.TrafficLimit(n_states)
+    params = {"x": np.arange(5, dtype=np.float32)}
+    grads = {"x": np.full(5, 0.5, dtype=np.float32)}
+    limit.update(params, grads)
+    limit.update(params, grads)
+    np.testing.assert_array_equal(params["x"], np.arange(5, dtype=np.float32) + 1)
+    state = limit.state_dict()["state"] or {}  # None without state arrays
+    assert list(state) == ["s0", "s1"][:n_states]
+    for arrays in state.values():
+        np.testing.assert_array_equal(arrays["x"], np.ones(5, dtype=np.float32))
+    with pytest.raises(ValueError, match="n_states must be 0, 1 or 2"):
+        benchmark.TrafficLimit(3)
