@@ -1,4 +1,4 @@
-"""Dicts of many arrays: the seeds' MLP (784-40-20-10, float64), the book's 5x100 MLP
+"""Dicts of many arrays: the textbook MLP (784-40-20-10, float64), the book's 5x100 MLP
 (784-100x5-10, float64) and 200 arrays of 4096 float32, for every optimizer."""
 import pytest
 

@@ -510,24 +510,6 @@ class Adam(Optimizer):
         return (1 - beta1, 1 - beta2, lr_t, EPSILON)
 
 
-class TrafficLimit(Optimizer):
-    """Not an optimizer: the benchmark's ceiling. Reads and writes exactly the bytes of an
-    optimizer with n_states state arrays (p += g, and s += g for each state), so its time on
-    large arrays is what the memory system allows for that optimizer."""
-
-    _hyperparameters = ()
-
-    def __init__(self, n_states):
-        if n_states not in (0, 1, 2):
-            raise ValueError(f"n_states must be 0, 1 or 2, got {n_states!r}")
-        super().__init__()
-        self._kernel = f"traffic{n_states}"
-        self._state_names = ("s0", "s1")[:n_states]
-
-    def _coefficients(self, step):
-        return ()
-
-
 # The six optimizers by name; tests and benchmarks iterate over this, so a new optimizer is
 # tested and measured once it is registered here (and in fastopt.reference).
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)}

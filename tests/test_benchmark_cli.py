@@ -49,7 +49,7 @@ def test_table_and_json(tmp_path, capsys):
     cases = {(r["optimizer"], r["dtype"], r["label"]): r for r in document["results"]}
     assert set(cases) == {(optimizer, dtype, label) for optimizer in ("Adam", "SGD")
                           for dtype, label in (("float32", "1"), ("float32", "1e3"),
-                                               ("float64", "seeds' MLP"))}
+                                               ("float64", "textbook MLP"))}
     adam = cases[("Adam", "float32", "1e3")]
     assert adam["elements"] == 1000 and adam["arrays"] == 1
     assert adam["bytes_per_update"] == 7 * 4 * 1000  # reads p, g, m, v; writes p, m, v
@@ -60,7 +60,7 @@ def test_table_and_json(tmp_path, capsys):
     assert adam["speedup_over"]["numpy"] == pytest.approx(
         adam["implementations"]["numpy"]["median_seconds"]
         / adam["implementations"]["fastopt"]["median_seconds"])
-    mlp = cases[("SGD", "float64", "seeds' MLP")]
+    mlp = cases[("SGD", "float64", "textbook MLP")]
     assert mlp["arrays"] == 6 and mlp["elements"] == 784 * 40 + 40 + 40 * 20 + 20 + 20 * 10 + 10
     assert mlp["bytes_per_update"] == 3 * 8 * mlp["elements"]
     assert 0 <= adam["others_cpu_share"] <= 1  # other processes' share of the CPU

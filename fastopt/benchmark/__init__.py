@@ -5,7 +5,7 @@ Run it as ``fastopt bench`` or ``python -m fastopt bench`` (``--help`` lists the
 array of n elements, or a model's dict of arrays) it measures, interleaved within the case:
 
 - fastopt: ``fastopt.optimizers.OPTIMIZERS[name]().update(params, grads)``;
-- numpy: the same class from ``fastopt.reference`` (the seeds' pure-NumPy code), the baseline;
+- numpy: the same class from ``fastopt.reference`` (the textbook's pure-NumPy code), the baseline;
 - limit: ``fastopt.benchmark.TrafficLimit(n_states)`` through the same update() path, a kernel
   that reads and writes exactly the bytes the optimizer must move, with trivial math: the
   measured ceiling of this machine for that case;

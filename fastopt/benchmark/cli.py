@@ -110,7 +110,7 @@ def add_arguments(parser):
                         f"with --quick {','.join(map(format_count, QUICK_SIZES))})")
     parser.add_argument("--workloads", type=_choice_list(WORKLOAD_KINDS, "workload"),
                         default=WORKLOAD_KINDS, metavar="LIST",
-                        help="single (one array per size), mlp (the seeds' 784-40-20-10 MLP, "
+                        help="single (one array per size), mlp (the textbook's 784-40-20-10 MLP, "
                         "6 arrays), book-mlp (784-100x5-10, 14 arrays), many-small (200 arrays "
                         "of 4096); comma-separated, all or none (default: all)")
     parser.add_argument("--peers", type=_choice_list(PEERS, "peer"), default=PEERS,

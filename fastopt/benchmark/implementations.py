@@ -29,7 +29,7 @@ def _copies(arrays):
 
 
 class DictImplementation:
-    """An implementation with the seeds' API: make(optimizer name) -> object with
+    """An implementation with the textbook's API: make(optimizer name) -> object with
     update(params, grads), run on its own copies of the arrays."""
 
     def __init__(self, name, make):
@@ -54,7 +54,7 @@ FASTOPT = DictImplementation("fastopt", lambda optimizer: optimizers.OPTIMIZERS[
 NUMPY = DictImplementation("numpy", lambda optimizer: getattr(reference, optimizer)())
 LIMIT = DictImplementation("limit", _traffic_limit)
 
-# torch.optim class and arguments for each seeds' optimizer, with the seeds' hyperparameters
+# torch.optim class and arguments for each textbook optimizer, with the textbook's hyperparameters
 # (and eps=1e-7 where torch has one); torch's formulas differ in details.
 TORCH_OPTIMIZERS = {
     "SGD": ("SGD", {"lr": 0.01}),

@@ -30,7 +30,7 @@ class Workload:
     """What one update() works on: a dict of arrays of the given shapes and dtype.
 
     kind: "single" (one array of n elements) or the name of a multi-array workload.
-    label: how the table names it ("1e6", "seeds' MLP").
+    label: how the table names it ("1e6", "textbook MLP").
     """
 
     kind: str
@@ -65,7 +65,7 @@ class Workload:
 
 
 def _array_names(workload):
-    if workload.kind in ("mlp", "book-mlp"):  # the seeds' naming: W1, b1, W2, b2, ...
+    if workload.kind in ("mlp", "book-mlp"):  # the textbook's naming: W1, b1, W2, b2, ...
         return [f"{'W' if index % 2 == 0 else 'b'}{index // 2 + 1}"
                 for index in range(workload.arrays)]
     return [f"x{index}" for index in range(workload.arrays)]
@@ -84,10 +84,10 @@ def single_array(size, dtype):
     return Workload("single", format_count(size, exact=True), ((size,),), np.dtype(dtype))
 
 
-# The multi-array workloads: the models the seeds and the book train, and a many-tensor case.
-# Their dtypes are fixed (the seeds use float64), whatever --dtype says.
+# The multi-array workloads: the models the textbook trains, and a many-tensor case.
+# Their dtypes are fixed (the textbook uses float64), whatever --dtype says.
 MULTI_ARRAY_WORKLOADS = {
-    "mlp": Workload("mlp", "seeds' MLP", _mlp_shapes((784, 40, 20, 10)), np.dtype(np.float64)),
+    "mlp": Workload("mlp", "textbook MLP", _mlp_shapes((784, 40, 20, 10)), np.dtype(np.float64)),
     "book-mlp": Workload("book-mlp", "book 5x100 MLP",
                          _mlp_shapes((784, 100, 100, 100, 100, 100, 10)), np.dtype(np.float64)),
     "many-small": Workload("many-small", "200 x 4096", ((4096,),) * 200, np.dtype(np.float32)),
