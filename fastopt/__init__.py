@@ -31,12 +31,14 @@ def _import_kernels():
 
 
 _kernels = _import_kernels()
-from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop
+from .optimizers import OPTIMIZERS, Optimizer
 from .reduction import global_norm
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "Optimizer",
-           "global_norm", "build_info", "set_num_threads", "get_num_threads", "set_simd", "get_simd",
-           "available_simd", "__version__"]
+# Every registered optimizer class at the top level: fastopt.Adam, ... (see fastopt.optimizers).
+globals().update(OPTIMIZERS)
+
+__all__ = [*OPTIMIZERS, "Optimizer", "global_norm", "build_info", "set_num_threads",
+           "get_num_threads", "set_simd", "get_simd", "available_simd", "__version__"]
 
 
 def available_simd():

@@ -19,26 +19,11 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 
 _STATE_DICT_VERSION = 1
 _SUPPORTED_DTYPES = _kernels.DTYPES  # the C dtype table's rows (native byte order)
 _DTYPE_NAMES = " and ".join(dtype.name for dtype in _SUPPORTED_DTYPES)  # "float32 and float64"
 EPSILON = 1e-7  # the textbook's constant, added to sqrt(h) or sqrt(v)
-
-
-def _check_learning_rate(name, value):
-    value = _check_real(name, value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
-
-
-def _check_unit_interval(name, value):
-    value = _check_real(name, value)
-    if not 0.0 <= value < 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return value
 
 
 def _check_real(name, value):
@@ -56,10 +41,21 @@ def _describe(value):
 
 
 class _Hyperparameter:
-    """A validated constructor argument that stays assignable (opt.lr = 0.001 works)."""
+    """A validated constructor argument that stays assignable (opt.lr = 0.001 works): a real
+    number in [low, high) (high = inf: any finite number >= low), stored as a Python float.
+    The range is data, so tests generate the values it must reject."""
 
-    def __init__(self, check):
-        self.check = check
+    def __init__(self, low=0.0, high=math.inf):
+        self.low, self.high = float(low), float(high)
+        self.valid = (f"a finite number >= {self.low:g}" if self.high == math.inf
+                      else f"in [{self.low:g}, {self.high:g})")
+
+    def check(self, name, value):
+        """value as a float if it is in range; TypeError or ValueError naming name if not."""
+        value = _check_real(name, value)
+        if not (self.low <= value < self.high):  # also rejects NaN and, with high = inf, inf
+            raise ValueError(f"{name} must be {self.valid}, got {value!r}")
+        return value
 
     def __set_name__(self, owner, name):
         self.name = name
@@ -103,17 +99,42 @@ def _state_view(name):
     return property(getter, _read_only_attribute(name))
 
 
+# Every optimizer class by name, in the order they are defined: each class that names a kernel
+# in its own body registers itself (Optimizer.__init_subclass__). Tests, benchmarks and the demos
+# iterate over this, so a new optimizer is tested and measured once it is defined here (and in
+# fastopt.reference).
+OPTIMIZERS = {}
+
+
 class Optimizer:
     """Base class: validation, state, the plan, state_dict and pickling.
 
-    Subclasses set _kernel (a name in fastopt._kernels.KERNELS), _state_names (the textbook's
-    attribute names of the state dicts, e.g. ("m", "v")) and _hyperparameters, and implement
-    _coefficients(step) -> tuple of floats for the kernel.
+    Subclasses set _kernel (a name in fastopt._kernels.KERNELS, the C registry), _state_names
+    (the textbook's attribute names of the state dicts, e.g. ("m", "v"), as many as the kernel
+    has state arrays) and _hyperparameters, and implement _coefficients(step) -> tuple of floats
+    in the order of the kernel's coefficient names. A public class whose body sets _kernel is
+    registered in OPTIMIZERS (pass register=False in the class statement to opt out).
     """
 
     _kernel = None
     _state_names = ()
     _hyperparameters = ()
+
+    def __init_subclass__(cls, register=True, **kwargs):
+        super().__init_subclass__(**kwargs)
+        kernel = cls.__dict__.get("_kernel")
+        if kernel is None or not register or cls.__name__.startswith("_"):
+            return
+        entry = _kernels.KERNELS.get(kernel)
+        if entry is None:
+            raise TypeError(f"{cls.__name__}._kernel = {kernel!r} is not a kernel of the C "
+                            f"registry ({', '.join(_kernels.KERNELS)})")
+        if entry.n_states != len(cls._state_names):
+            raise TypeError(f"{cls.__name__} names {len(cls._state_names)} state arrays "
+                            f"{cls._state_names}, but kernel {kernel!r} has {entry.n_states}")
+        if cls.__name__ in OPTIMIZERS:
+            raise TypeError(f"an optimizer named {cls.__name__} is already registered")
+        OPTIMIZERS[cls.__name__] = cls
 
     def __init__(self, **hyperparameters):
         self._state = None  # {state name: {key: array}}, created at the first update()
@@ -370,7 +391,7 @@ class SGD(Optimizer):
 
     _kernel = "sgd"
     _hyperparameters = ("lr",)
-    lr = _Hyperparameter(_check_learning_rate)
+    lr = _Hyperparameter(0.0, math.inf)
 
     def __init__(self, lr=0.01):
         super().__init__(lr=lr)
@@ -384,8 +405,8 @@ class _VelocityOptimizer(Optimizer):
 
     _state_names = ("v",)
     _hyperparameters = ("lr", "momentum")
-    lr = _Hyperparameter(_check_learning_rate)
-    momentum = _Hyperparameter(_check_unit_interval)
+    lr = _Hyperparameter(0.0, math.inf)
+    momentum = _Hyperparameter(0.0, 1.0)
     v = _state_view("v")
 
     def __init__(self, lr=0.01, momentum=0.9):
@@ -438,7 +459,7 @@ class AdaGrad(Optimizer):
     _kernel = "adagrad"
     _state_names = ("h",)
     _hyperparameters = ("lr",)
-    lr = _Hyperparameter(_check_learning_rate)
+    lr = _Hyperparameter(0.0, math.inf)
     h = _state_view("h")
 
     def __init__(self, lr=0.01):
@@ -462,8 +483,8 @@ class RMSprop(Optimizer):
     _kernel = "rmsprop"
     _state_names = ("h",)
     _hyperparameters = ("lr", "decay_rate")
-    lr = _Hyperparameter(_check_learning_rate)
-    decay_rate = _Hyperparameter(_check_unit_interval)
+    lr = _Hyperparameter(0.0, math.inf)
+    decay_rate = _Hyperparameter(0.0, 1.0)
     h = _state_view("h")
 
     def __init__(self, lr=0.01, decay_rate=0.99):
@@ -491,9 +512,9 @@ class Adam(Optimizer):
     _kernel = "adam"
     _state_names = ("m", "v")
     _hyperparameters = ("lr", "beta1", "beta2")
-    lr = _Hyperparameter(_check_learning_rate)
-    beta1 = _Hyperparameter(_check_unit_interval)
-    beta2 = _Hyperparameter(_check_unit_interval)
+    lr = _Hyperparameter(0.0, math.inf)
+    beta1 = _Hyperparameter(0.0, 1.0)
+    beta2 = _Hyperparameter(0.0, 1.0)
     m = _state_view("m")
     v = _state_view("v")
 
@@ -510,6 +531,4 @@ class Adam(Optimizer):
         return (1 - beta1, 1 - beta2, lr_t, EPSILON)
 
 
-# The six optimizers by name; tests and benchmarks iterate over this, so a new optimizer is
-# tested and measured once it is registered here (and in fastopt.reference).
-OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)}
+__all__ = ["Optimizer", *OPTIMIZERS]

@@ -9,8 +9,6 @@ import math
 
 import numpy as np
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "global_norm",
-           "sum_of_squares"]
 
 
 class SGD:
@@ -176,3 +174,9 @@ def global_norm(grads):
     """sqrt(sum_of_squares(...)) of a dict of arrays (in dict order) or a list of arrays."""
     values = grads.values() if isinstance(grads, dict) else grads
     return math.sqrt(sum_of_squares(values))
+
+
+# Every optimizer class above (each has update()), then the reductions.
+__all__ = [name for name, value in list(globals().items())
+           if isinstance(value, type) and hasattr(value, "update")] + ["global_norm",
+                                                                        "sum_of_squares"]

@@ -20,15 +20,23 @@ DTYPES = [np.float32, np.float64]
 SIMD_PATHS = fastopt.available_simd()
 THREADS = [1, 2] if fastopt.build_info()["openmp"] else [1]
 
-# Non-default hyperparameters too: they change every coefficient and its rounding to float32.
-HYPERPARAMETERS = {
-    "SGD": [{}, {"lr": 0.3}],
-    "Momentum": [{}, {"lr": 0.1, "momentum": 0.5}],
-    "Nesterov": [{}, {"lr": 0.1, "momentum": 0.7}],
-    "AdaGrad": [{}, {"lr": 1.5}],
-    "RMSprop": [{}, {"lr": 0.3, "decay_rate": 0.9}],
-    "Adam": [{}, {"lr": 0.3, "beta1": 0.8, "beta2": 0.99}],
-}
+
+
+def non_default_hyperparameters(cls):
+    """A value other than the default for every hyperparameter, chosen from its range: 30 times
+    the default for an unbounded one (a learning rate), halfway from the low end to the default
+    for a bounded one (a decay rate). They change every coefficient and its rounding."""
+    values = {}
+    for name in cls._hyperparameters:
+        descriptor, default = getattr(cls, name), getattr(cls(), name)
+        values[name] = (default * 30 if descriptor.high == float("inf")
+                        else (descriptor.low + default) / 2)
+    return values
+
+
+# Every registered optimizer with its defaults and with non-default hyperparameters.
+HYPERPARAMETERS = {name: [{}, non_default_hyperparameters(cls)]
+                   for name, cls in OPTIMIZERS.items()}
 
 
 def make_params(rng, dtype):

@@ -3,6 +3,7 @@ state element, not the step counter - even when the bad entry is the last key, a
 bad call is the first update() or comes after good ones (when a cached plan exists)."""
 import copy
 import pickle
+import re
 import sys
 import threading
 
@@ -268,6 +269,40 @@ def test_constructor_rejects_hyperparameters_out_of_range(name):
             with pytest.raises(error, match=message):
                 setattr(opt, hyperparameter, value)
             assert getattr(opt, hyperparameter) == getattr(cls(), hyperparameter)
+
+
+def invalid_values(descriptor):
+    """Values a hyperparameter with this range must reject: (value, exception, message)."""
+    message = re.escape(f"must be {descriptor.valid}, got")
+    values = [(descriptor.low - 1.0, ValueError, message), (np.nextafter(descriptor.low, -1),
+                                                             ValueError, message),
+              (float("nan"), ValueError, message), (float("inf"), ValueError, message),
+              (-float("inf"), ValueError, message), (True, TypeError, "must be a real number"),
+              ("0.1", TypeError, "must be a real number"),
+              (None, TypeError, "must be a real number"), (1j, TypeError, "must be a real number")]
+    if descriptor.high != float("inf"):
+        values += [(descriptor.high, ValueError, message),
+                   (descriptor.high + 1.0, ValueError, message)]
+    return values
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_hyperparameter_rejects_what_its_range_excludes(name):
+    """Generated from each hyperparameter's declared range, for every registered optimizer:
+    values outside it raise and change nothing; the ends inside it are accepted."""
+    cls = OPTIMIZERS[name]
+    for hyperparameter in cls._hyperparameters:
+        descriptor = getattr(cls, hyperparameter)
+        for value, error, message in invalid_values(descriptor):
+            with pytest.raises(error, match=f"{hyperparameter} {message}"):
+                cls(**{hyperparameter: value})
+            opt = cls()
+            with pytest.raises(error, match=f"{hyperparameter} {message}"):
+                setattr(opt, hyperparameter, value)
+            assert getattr(opt, hyperparameter) == getattr(cls(), hyperparameter)
+        top = 1e300 if descriptor.high == float("inf") else np.nextafter(descriptor.high, 0)
+        for value in (descriptor.low, top, np.float32(descriptor.low)):
+            assert getattr(cls(**{hyperparameter: value}), hyperparameter) == float(value)
 
 
 def test_edge_hyperparameters_accepted():

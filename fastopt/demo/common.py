@@ -5,7 +5,9 @@ import importlib
 import os
 import sys
 
-OPTIMIZER_NAMES = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam")
+from fastopt.optimizers import OPTIMIZERS
+
+OPTIMIZER_NAMES = tuple(OPTIMIZERS)  # every registered optimizer, in definition order
 BACKENDS = ("fastopt", "numpy")
 DEMO_EXTRA_MESSAGE = ("install the demo extra: pip install 'fastopt[demo]' (from PyPI), or "
                       "pip install \".[demo]\" from a fastopt source checkout")
@@ -18,6 +20,12 @@ def optimizer_class(name, backend="fastopt"):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     module = importlib.import_module("fastopt" if backend == "fastopt" else "fastopt.reference")
     return getattr(module, name)
+
+
+def default_learning_rates(tuned):
+    """{name: lr} for every optimizer: the demo's tuned rate where tuned ({name: lr}) has one,
+    else the class's own default lr (so a newly registered optimizer runs with its default)."""
+    return {name: tuned.get(name, OPTIMIZERS[name]().lr) for name in OPTIMIZER_NAMES}
 
 
 def canonical_optimizer_name(text):

@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
-from .common import (BACKENDS, add_optimizer_arguments, check_output_paths, format_table,
-                     learning_rates, optimizer_class, parse_non_negative_float,
-                     parse_positive_int, require_demo_packages)
+from .common import (BACKENDS, add_optimizer_arguments, check_output_paths,
+                     default_learning_rates, format_table, learning_rates, optimizer_class,
+                     parse_non_negative_float, parse_positive_int, require_demo_packages)
 from .data import DatasetError, load_digits_dataset, load_mnist
 from .network import ACTIVATIONS, MultiLayerNet
 
@@ -35,8 +35,8 @@ from .network import ACTIVATIONS, MultiLayerNet
 # keep the textbook's rates. The textbook's SGD 0.01 reaches only 17 % test accuracy here, hence 0.5;
 # the textbook's Momentum 0.3 (and Nesterov at 0.3) can diverge with relu, hence 0.1 for both,
 # which is SGD 1.0's step size once the velocity has built up.
-DEFAULT_LEARNING_RATES = {"SGD": 0.5, "Momentum": 0.1, "Nesterov": 0.1, "AdaGrad": 0.1,
-                          "RMSprop": 0.01, "Adam": 0.01}
+DEFAULT_LEARNING_RATES = default_learning_rates({"SGD": 0.5, "Momentum": 0.1, "Nesterov": 0.1,
+                                                 "AdaGrad": 0.1, "RMSprop": 0.01, "Adam": 0.01})
 DEFAULT_ITERATIONS = 1000  # the textbook's iters_num
 DEFAULT_BATCH_SIZE = 100  # the textbook's batch_size
 DEFAULT_HIDDEN_SIZES = (40, 20)  # the textbook's hidden_size_list

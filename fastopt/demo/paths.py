@@ -16,14 +16,15 @@ import sys
 
 import numpy as np
 
-from .common import (add_optimizer_arguments, check_output_paths, format_table, learning_rates,
-                     optimizer_class, parse_positive_int, require_demo_packages)
+from .common import (add_optimizer_arguments, check_output_paths, default_learning_rates,
+                     format_table, learning_rates, optimizer_class, parse_positive_int,
+                     require_demo_packages)
 
 START = (-7.0, 2.0)
 DEFAULT_STEPS = 30
 DEFAULT_PLOT = "fastopt_paths.png"
-DEFAULT_LEARNING_RATES = {"SGD": 0.95, "Momentum": 0.1, "Nesterov": 0.1, "AdaGrad": 1.5,
-                          "RMSprop": 0.15, "Adam": 0.3}
+DEFAULT_LEARNING_RATES = default_learning_rates({"SGD": 0.95, "Momentum": 0.1, "Nesterov": 0.1,
+                                                 "AdaGrad": 1.5, "RMSprop": 0.15, "Adam": 0.3})
 
 
 def objective(x, y):
