@@ -252,15 +252,24 @@ static int64_t tensor_at(const fastopt_plan *plan, int64_t begin)
     return low;
 }
 
+/* The part of tensor t inside the elements [begin, end) of the run: its elements
+ * [*first, *last). 0 if that part is empty. */
+static inline int tensor_piece(const fastopt_plan *plan, int64_t t, int64_t begin, int64_t end,
+                               int64_t *first, int64_t *last)
+{
+    const int64_t *offset = plan->offset;
+    *first = begin > offset[t] ? begin - offset[t] : 0;
+    *last = (end < offset[t + 1] ? end : offset[t + 1]) - offset[t];
+    return *last > *first;
+}
+
 /* Apply the kernel to the elements [begin, end) of the concatenated run. */
 static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, int64_t begin,
                       int64_t end, const double *coefficients)
 {
-    const int64_t *offset = plan->offset;
-    for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && offset[t] < end; ++t) {
-        const int64_t first = begin > offset[t] ? begin - offset[t] : 0;
-        const int64_t last = (end < offset[t + 1] ? end : offset[t + 1]) - offset[t];
-        if (last <= first)
+    int64_t first, last;
+    for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && plan->offset[t] < end; ++t) {
+        if (!tensor_piece(plan, t, begin, end, &first, &last))
             continue;
         const int dtype = plan->dtype[t];
         const size_t skip = (size_t)first * item_size(dtype);
@@ -351,13 +360,13 @@ static double block_sum_of_squares(const fastopt_sum_squares_fn *sum_squares,
     const int64_t begin = b * FASTOPT_REDUCE_BLOCK, total = offset[plan->n_tensors];
     const int64_t end = begin + FASTOPT_REDUCE_BLOCK < total ? begin + FASTOPT_REDUCE_BLOCK : total;
     double partial_sums[FASTOPT_REDUCE_LANES] = {0};
+    int64_t first, last;
     for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && offset[t] < end; ++t) {
-        const int64_t first = begin > offset[t] ? begin - offset[t] : 0;
-        const int64_t last = (end < offset[t + 1] ? end : offset[t + 1]) - offset[t];
-        if (last <= first)
+        if (!tensor_piece(plan, t, begin, end, &first, &last))
             continue;
         const int dtype = plan->dtype[t];
-        sum_squares[dtype](last - first, (const char *)plan->grad[t] + (size_t)first * item_size(dtype),
+        sum_squares[dtype](last - first,
+                           (const char *)plan->grad[t] + (size_t)first * item_size(dtype),
                            offset[t] + first - begin, partial_sums);
     }
     pairwise_tree(partial_sums, FASTOPT_REDUCE_LANES);

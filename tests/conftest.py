@@ -26,3 +26,12 @@ def run_python(tmp_path):
                               env=environment, cwd=tmp_path, timeout=120, check=check)
 
     return run
+
+
+@pytest.fixture(params=fastopt.available_simd())
+def simd(request):
+    """Every SIMD path this build and CPU can run, in turn (restored afterwards)."""
+    previous = fastopt.get_simd()
+    fastopt.set_simd(request.param)
+    yield request.param
+    fastopt.set_simd(previous)

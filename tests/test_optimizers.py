@@ -17,7 +17,6 @@ from fastopt.testing import (assert_bitwise_equal, assert_dict_bitwise_equal,
 
 NAMES = list(OPTIMIZERS)
 DTYPES = [np.float32, np.float64]
-SIMD_PATHS = fastopt.available_simd()
 THREADS = [1, 2] if fastopt.build_info()["openmp"] else [1]
 
 
@@ -84,14 +83,6 @@ def run_both(name, hyperparameters, params, steps, rng, grads_fn=make_grads):
         ours.update(params, grads)
         theirs.update(expected, grads)
     return ours, theirs, expected
-
-
-@pytest.fixture(params=SIMD_PATHS)
-def simd(request):
-    previous = fastopt.get_simd()
-    fastopt.set_simd(request.param)
-    yield request.param
-    fastopt.set_simd(previous)
 
 
 @pytest.fixture(params=THREADS)

@@ -10,16 +10,7 @@ import fastopt
 import fastopt.reference as reference
 from fastopt import _kernels
 
-SIMD_PATHS = fastopt.available_simd()
 THREADS = [1, 2, 3] if fastopt.build_info()["openmp"] else [1]
-
-
-@pytest.fixture(params=SIMD_PATHS)
-def simd(request):
-    previous = fastopt.get_simd()
-    fastopt.set_simd(request.param)
-    yield request.param
-    fastopt.set_simd(previous)
 
 
 @pytest.fixture(params=THREADS)
