@@ -17,6 +17,26 @@
 #else
 #include <cpuid.h>
 #endif
+#include <xmmintrin.h> /* _mm_getcsr, _mm_setcsr: SSE, part of every x86-64 baseline */
+#else
+#include <fenv.h>
+#endif
+
+/* ---- the floating-point environment ------------------------------------------------------ */
+
+/* Worker threads compute in the calling thread's floating-point environment: rounding mode and,
+ * on x86, flush-to-zero and denormals-are-zero (MXCSR). A library built with -ffast-math sets
+ * FTZ/DAZ in the thread that loads it, after OpenMP's workers exist; without this, the workers
+ * would keep the old mode and results would depend on the number of threads. Each worker takes
+ * the caller's environment for the step and restores its own afterwards. */
+#ifdef FASTOPT_X86
+typedef unsigned int fo_fp_environment;
+static inline void fo_get_fp_environment(fo_fp_environment *e) { *e = _mm_getcsr(); }
+static inline void fo_set_fp_environment(const fo_fp_environment *e) { _mm_setcsr(*e); }
+#else
+typedef fenv_t fo_fp_environment;
+static inline void fo_get_fp_environment(fo_fp_environment *e) { fegetenv(e); }
+static inline void fo_set_fp_environment(const fo_fp_environment *e) { fesetenv(e); }
 #endif
 
 /* ---- CPU features ------------------------------------------------------------------------- */
@@ -160,6 +180,8 @@ int fastopt_get_num_threads(void)
     if (num_threads <= 0) {
 #ifdef _OPENMP
         num_threads = omp_get_max_threads(); /* honours OMP_NUM_THREADS */
+        if (num_threads > FASTOPT_MAX_THREADS)
+            num_threads = FASTOPT_MAX_THREADS;
 #else
         num_threads = 1;
 #endif
@@ -169,7 +191,7 @@ int fastopt_get_num_threads(void)
 
 void fastopt_set_num_threads(int n)
 {
-    num_threads = n < 1 ? 1 : n;
+    num_threads = n < 1 ? 1 : n > FASTOPT_MAX_THREADS ? FASTOPT_MAX_THREADS : n;
 }
 
 int64_t fastopt_get_parallel_threshold(void)
@@ -304,13 +326,20 @@ void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
         /* One parallel region per step; each thread takes one contiguous, equal share of all
          * the elements (across tensor boundaries), starting on a multiple of 16 elements so
          * that neighbours rarely share a cache line. Elements are independent, so the result
-         * does not depend on how they are split. */
+         * does not depend on how they are split (each thread computes in the caller's
+         * floating-point environment). */
+        fo_fp_environment caller;
+        fo_get_fp_environment(&caller);
 #pragma omp parallel num_threads(threads)
         {
+            fo_fp_environment own;
+            fo_get_fp_environment(&own);
+            fo_set_fp_environment(&caller);
             const int64_t share = omp_get_num_threads(), me = omp_get_thread_num();
             const int64_t begin = (total * me / share) & ~(int64_t)15;
             const int64_t end = me + 1 == share ? total : (total * (me + 1) / share) & ~(int64_t)15;
             run_range(loops, plan, begin, end, coefficients);
+            fo_set_fp_environment(&own);
         }
         /* A region ends when its slowest thread does. When the other cores are busy (or a
          * sleeping worker is slow to wake) that can take milliseconds, far longer than one
@@ -408,10 +437,20 @@ double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int 
         cost += (plan->offset[t + 1] - plan->offset[t]) * sum_of_squares_cost[plan->dtype[t]];
     const int threads = fastopt_get_num_threads();
     if (threads > 1 && n_blocks > 1 && cost >= parallel_threshold) {
-        /* Whole blocks per thread: each block sum is the same whoever computes it. */
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t b = 0; b < n_blocks; ++b)
-            block_sums[b] = block_sum_of_squares(sum_squares, plan, b);
+        /* Whole blocks per thread: each block sum is the same whoever computes it (in the
+         * caller's floating-point environment). */
+        fo_fp_environment caller;
+        fo_get_fp_environment(&caller);
+#pragma omp parallel num_threads(threads)
+        {
+            fo_fp_environment own;
+            fo_get_fp_environment(&own);
+            fo_set_fp_environment(&caller);
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < n_blocks; ++b)
+                block_sums[b] = block_sum_of_squares(sum_squares, plan, b);
+            fo_set_fp_environment(&own);
+        }
     } else
 #endif
     {

@@ -142,7 +142,10 @@ const char *fastopt_simd_name(int simd);
 /* Threads. */
 int fastopt_openmp_enabled(void);
 int fastopt_get_num_threads(void);
-void fastopt_set_num_threads(int n); /* n >= 1 */
+void fastopt_set_num_threads(int n); /* clamped to [1, FASTOPT_MAX_THREADS] */
+/* Most threads a step may use: far beyond any core count, well below where thread creation
+ * fails (libgomp crashed or exited at 40,000 and 100,000). OMP_NUM_THREADS is clamped too. */
+#define FASTOPT_MAX_THREADS 1024
 /* Steps estimated to take less than this many picoseconds on one thread run on the calling
  * thread. */
 int64_t fastopt_get_parallel_threshold(void);

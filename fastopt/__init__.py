@@ -64,9 +64,11 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use n >= 1 threads for large updates. Results do not depend on n."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"number of threads must be an integer >= 1, got {n!r}")
+    """Use n threads for large updates: an integer from 1 to 1024 (fastopt._kernels.MAX_THREADS).
+    Results do not depend on n."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _kernels.MAX_THREADS:
+        raise ValueError(f"number of threads must be an integer >= 1 and <= "
+                         f"{_kernels.MAX_THREADS}, got {n!r}")
     if n > 1 and not _kernels.openmp_enabled():
         raise ValueError("this fastopt build has no OpenMP; only 1 thread is available")
     _kernels.set_num_threads(n)

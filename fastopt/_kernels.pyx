@@ -32,6 +32,7 @@ cdef extern from "fastopt.h" nogil:
         FASTOPT_MAX_STATES
         FASTOPT_MAX_COEFFICIENTS
         FASTOPT_NUM_SIMD
+        FASTOPT_MAX_THREADS
 
     ctypedef struct fastopt_kernel_info:
         const char *name
@@ -110,6 +111,8 @@ def _read_registry():
               for d in range(FASTOPT_NUM_DTYPES)}
     return kernels, dtypes
 
+
+MAX_THREADS = FASTOPT_MAX_THREADS  # most threads set_num_threads accepts
 
 # name -> Kernel(id, n_states, coefficient_names), as csrc/fastopt.h registers them
 KERNELS, _DTYPE_ROW_BY_TYPENUM = _read_registry()
@@ -278,8 +281,8 @@ ctypedef struct tensor_info:
     PyObject *param             # borrowed: Plan.params holds it
     void *data                  # the parameter's data pointer at validation time
     int typenum                 # its NumPy type number
-    int ndim                    # and its shape: ndim dimensions at Plan.dims[dim_start:]
-    Py_ssize_t dim_start
+    int ndim                    # its shape and strides: ndim dimensions at Plan.dims[dim_start:],
+    Py_ssize_t dim_start        # then ndim strides (what a staged copy reads and writes through)
     bint fortran                # the flat order of the kernel's view: Fortran or C
     bint in_place               # the kernel writes the parameter itself, not a staging buffer
     const void *checked_grad    # data of the last contiguous gradient that overlapped nothing
@@ -302,8 +305,8 @@ STEP_RAN = 0
 DECLINED_NOT_READY = 1      # the plan was never (fully) built
 DECLINED_STRUCTURE = 2      # params or grads is not a dict, or has other keys
 DECLINED_PARAM = 3          # params[keys[declined_index]] is not the array validated, or changed
-DECLINED_GRAD = 4           # grads[keys[declined_index]]: missing, not an array, or of another
-                            # dtype, byte order or shape than its parameter
+DECLINED_GRAD = 4           # grads[keys[declined_index]]: missing, not exactly an ndarray, or
+                            # of another dtype, byte order or shape than its parameter
 DECLINED_OVERLAP = 5        # grads[keys[declined_index]] shares memory with a written array:
                             # Plan.written_name(overlapping_index) names it
 
@@ -366,7 +369,7 @@ cdef class Plan:
     cdef int64_t *offsets       # n + 1 prefix sums of sizes: the plan's concatenated element run
     cdef uintptr_t *written_low  # sorted, merged byte ranges of everything the kernel writes
     cdef uintptr_t *written_high
-    cdef Py_ssize_t *dims       # every parameter's dimensions, one after another
+    cdef Py_ssize_t *dims       # every parameter's dimensions and strides, one after another
     cdef int *dtypes            # per tensor: a row of the C dtype table
     cdef Py_ssize_t n_written
     cdef fastopt_plan plan
@@ -444,7 +447,7 @@ cdef class Plan:
             total_dims += cnp.PyArray_NDIM(<cnp.ndarray?>params[i])
             if len(self.states[i]) != self.n_states:
                 raise ValueError("wrong number of state arrays")
-        self._allocate(n, self.n_states, total_dims)
+        self._allocate(n, self.n_states, 2 * total_dims)  # shapes and strides
         self.n = n  # from here on __dealloc__ walks info[0:n]
 
         cdef Py_ssize_t next_dim = 0
@@ -461,8 +464,9 @@ cdef class Plan:
             t.ndim = cnp.PyArray_NDIM(p)
             t.dim_start = next_dim
             for j in range(t.ndim):
-                self.dims[next_dim] = cnp.PyArray_DIM(p, j)
-                next_dim += 1
+                self.dims[next_dim + j] = cnp.PyArray_DIM(p, j)
+                self.dims[next_dim + t.ndim + j] = cnp.PyArray_STRIDE(p, j)
+            next_dim += 2 * t.ndim
             group = self.states[i]
             # The flat order is the state arrays' (they are ours and always contiguous); with no
             # state, the parameter's own if it has one.
@@ -591,6 +595,11 @@ cdef class Plan:
             return False
         if t.in_place:  # its layout must still be the one validated
             return _direct(p, t.fortran)
+        # Staged: copied in and out through its strides, which must be the validated ones.
+        cdef int d
+        for d in range(t.ndim):
+            if cnp.PyArray_STRIDE(p, d) != self.dims[t.dim_start + t.ndim + d]:
+                return False
         return True
 
     cdef PyObject *_lookup(self, dict mapping, Py_ssize_t i, Py_ssize_t *position):
@@ -694,7 +703,8 @@ cdef class Plan:
             if item == NULL or not self._param_unchanged(i, item):
                 return DECLINED_PARAM
             item = self._lookup(grads, i, &grad_position)
-            if item == NULL or not cnp.PyArray_Check(<object>item):
+            # Exactly an ndarray: subclasses (masked arrays, matrices) go through validation.
+            if item == NULL or not cnp.PyArray_CheckExact(<object>item):
                 return DECLINED_GRAD
             g = <cnp.ndarray>item
             if cnp.PyArray_TYPE(g) != t.typenum or not cnp.PyArray_ISNOTSWAPPED(g):

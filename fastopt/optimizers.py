@@ -11,8 +11,10 @@ This layer validates everything, keeps the state and the step counter, and compu
 scalar coefficients in double exactly as the reference's Python expressions do. The per-element
 work is one call into compiled code (fastopt._kernels.Plan.step) for all arrays of the dict.
 """
+import contextlib
 import math
 import numbers
+import threading
 import types
 
 import numpy as np
@@ -21,6 +23,8 @@ from . import _kernels
 
 
 _STATE_DICT_VERSION = 1
+_BUSY_MESSAGE = ("{what}() called while this optimizer is already running update(), reset() or "
+                 "load_state_dict() in another thread; use one optimizer per thread")
 _SUPPORTED_DTYPES = _kernels.DTYPES  # the C dtype table's rows (native byte order)
 _DTYPE_NAMES = " and ".join(dtype.name for dtype in _SUPPORTED_DTYPES)  # "float32 and float64"
 EPSILON = 1e-7  # the textbook's constant, added to sqrt(h) or sqrt(v)
@@ -140,6 +144,7 @@ class Optimizer:
         self._state = None  # {state name: {key: array}}, created at the first update()
         self._step = 0
         self._plan = None
+        self._lock = threading.Lock()  # held for a whole update(): a second caller raises
         for name, value in hyperparameters.items():
             setattr(self, name, value)  # validated by the _Hyperparameter descriptors
 
@@ -164,13 +169,38 @@ class Optimizer:
         - RuntimeError: this optimizer is already inside update() in another thread (use one
           optimizer per thread).
         """
+        # The whole update under one lock, so that no two calls interleave anywhere (validation,
+        # plan building, the step counter): a second thread raises instead of losing a step.
+        if not self._lock.acquire(blocking=False):  # inline: the hot path
+            raise RuntimeError(_BUSY_MESSAGE.format(what="update"))
+        try:
+            self._update(params, grads)
+        finally:
+            self._lock.release()
+
+    @contextlib.contextmanager
+    def _exclusive(self, what):
+        """Hold the optimizer's lock, or raise RuntimeError if another thread holds it."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(_BUSY_MESSAGE.format(what=what))
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _update(self, params, grads):
         step = self._step + 1
         coefficients = self._coefficients(step)
         plan = self._plan
-        if plan is None or plan.step(params, grads, coefficients) != _kernels.STEP_RAN:
+        # The fast path reads plain dicts only: a dict subclass may answer params[key] with
+        # another object than the one it stores, so it always takes the path below.
+        if (plan is None or type(params) is not dict or type(grads) is not dict
+                or plan.step(params, grads, coefficients) != _kernels.STEP_RAN):
             # Declined (or no plan yet): validate in full, which raises for bad input, and run
-            # on a plan that fits; the plan alone decides whether arrays overlap.
-            grads = _validate(params, grads)
+            # on a plan that fits; the plan alone decides whether arrays overlap. The step runs
+            # on the very objects validated (a snapshot of both dicts, read once through
+            # params[key]), whatever other threads do to the dicts meanwhile.
+            params, grads = _validate(params, grads)
             plan, state = self._prepare(params, grads)
             reason = plan.step(params, grads, coefficients)
             if reason == _kernels.DECLINED_OVERLAP:
@@ -190,9 +220,10 @@ class Optimizer:
         """Forget the optimizer state and the step count, keeping the hyperparameters: the next
         update() starts afresh, as a new optimizer would, and creates the state for the keys
         it is given (the way to add or remove parameters after the first update())."""
-        self._state = None
-        self._step = 0
-        self._plan = None
+        with self._exclusive("reset"):
+            self._state = None
+            self._step = 0
+            self._plan = None
 
     # ---- validation --------------------------------------------------------------------------
 
@@ -265,7 +296,9 @@ class Optimizer:
         if state_dict["optimizer"] != type(self).__name__:
             raise ValueError(f"state_dict is for {state_dict['optimizer']!r}, not "
                              f"{type(self).__name__!r}")
-        if state_dict["version"] != _STATE_DICT_VERSION:
+        version = state_dict["version"]
+        if (isinstance(version, bool) or not isinstance(version, numbers.Integral)
+                or version != _STATE_DICT_VERSION):
             raise ValueError(f"state_dict version {state_dict['version']!r} is not supported "
                              f"(this fastopt reads version {_STATE_DICT_VERSION})")
         hyper = state_dict["hyperparameters"]
@@ -277,13 +310,26 @@ class Optimizer:
         step = state_dict["step"]
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"state_dict['step'] must be an integer >= 0, got {step!r}")
+        step = int(step)
+        # The next update() computes its coefficients from step + 1: that must be possible
+        # (beta**step overflows for a step such as 2**1024), or every later update would fail.
+        probe = object.__new__(type(self))
+        Optimizer.__init__(probe, **checked)
+        try:
+            coefficients = probe._coefficients(step + 1)
+        except (OverflowError, ZeroDivisionError, ValueError):
+            coefficients = (math.nan,)
+        if not all(math.isfinite(value) for value in coefficients):
+            raise ValueError(f"state_dict['step'] = {step} is too large: the next update's "
+                             f"coefficients cannot be computed from it")
         state = _load_state(state_dict["state"], self._state_names)
 
-        for name, value in checked.items():
-            setattr(self, name, value)
-        self._step = int(step)
-        self._state = state
-        self._plan = None
+        with self._exclusive("load_state_dict"):
+            for name, value in checked.items():
+                setattr(self, name, value)
+            self._step = step
+            self._state = state
+            self._plan = None
 
     def __getstate__(self):
         return self.state_dict()
@@ -298,8 +344,10 @@ class Optimizer:
 
 
 def _validate(params, grads):
-    """Check the structure, types, dtypes and shapes of params and grads. Return grads, with
-    NumPy scalars (the gradient of a 0-d parameter is often one) as 0-d arrays."""
+    """Check the structure, types, dtypes and shapes of params and grads. Return snapshots of
+    both as plain dicts in params' key order, each value read once (params[key]), with NumPy
+    scalars (the gradient of a 0-d parameter is often one) as 0-d arrays and gradients of other
+    ndarray subclasses as plain ndarray views of the same memory."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of numpy arrays, got {_describe(params)}")
     if not isinstance(grads, dict):
@@ -311,17 +359,17 @@ def _validate(params, grads):
     extra = [key for key in grads if key not in params]
     if extra:
         raise ValueError(f"grads has entries that are not in params: {extra}")
-    converted = None
+    params_read, grads_read = {}, {}
     for key in keys:
-        p, g = params[key], grads[key]
+        p, g = params[key], grads[key]  # each read once: the step uses these very objects
         if not isinstance(p, np.ndarray):
             raise TypeError(f"params[{key!r}] must be a numpy.ndarray, got {_describe(p)}")
         if isinstance(g, np.floating):
             g = np.asarray(g)
-            converted = converted if converted is not None else dict(grads)
-            converted[key] = g
         if not isinstance(g, np.ndarray):
             raise TypeError(f"grads[{key!r}] must be a numpy.ndarray, got {_describe(g)}")
+        for name, value in ((f"params[{key!r}]", p), (f"grads[{key!r}]", g)):
+            _reject_array_subclass(name, value)
         if p.dtype not in _SUPPORTED_DTYPES:
             raise TypeError(f"params[{key!r}] has dtype {p.dtype}; fastopt updates "
                             f"{_DTYPE_NAMES} arrays in native byte order")
@@ -335,7 +383,23 @@ def _validate(params, grads):
         if not p.flags.writeable:
             raise ValueError(f"params[{key!r}] is read-only; update() changes parameters in "
                              f"place")
-    return grads if converted is None else converted
+        params_read[key] = p
+        grads_read[key] = g if type(g) is np.ndarray else g.view(np.ndarray)
+    return params_read, grads_read
+
+
+def _reject_array_subclass(name, value):
+    """TypeError for the ndarray subclasses whose meaning an elementwise update would betray:
+    a masked array (the kernel would update masked elements; the textbook's NumPy code does
+    not) and numpy.matrix (whose * is a matrix product, so the textbook's formulas compute other
+    numbers). Other subclasses (numpy.memmap, ...) are updated as plain arrays."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a numpy.ma.MaskedArray: fastopt updates every element and "
+                        f"would change masked ones; pass plain arrays (e.g. {name}.data, with "
+                        f"the masked gradients set to 0)")
+    if isinstance(value, np.matrix):
+        raise TypeError(f"{name} is a numpy.matrix, whose * is a matrix product, so the "
+                        f"textbook's formulas give other numbers; pass numpy.asarray({name})")
 
 
 def _overlap_error(first, second):
