@@ -100,10 +100,11 @@ BEST_OF = 5  # a round's batch is this many sub-batches per build, interleaved; 
 WARMUP_CALLS = 2  # untimed calls per build before timing (the first one creates the state)
 CALIBRATION_CALLS = 5  # timed, not counted: the fastest of them chooses the sub-batch size
 PRIMER_SECONDS = 0.005  # a call shorter than this: one untimed call before each sub-batch
-DEFAULT_ROUNDS = 80  # paired rounds per case
+DEFAULT_ROUNDS = 80  # paired rounds per case at least
 QUICK_ROUNDS = 24
-ALLOCATION_GROUPS = 32  # fresh arrays and optimizers this many times per case, rounds shared
-QUICK_ALLOCATION_GROUPS = 9
+MIN_SECONDS = 2.0  # measuring time per case at least: cheap cases run more rounds
+QUICK_MIN_SECONDS = 0.6
+ROUNDS_PER_GROUP = 2  # rounds per allocation group (fresh arrays and optimizers): one each way
 COPIES = 4  # copies of each build in a process; allocation group g uses copy g % COPIES
 PROCESSES = 4  # measuring processes, one after the other, the rounds shared among them
 QUICK_PROCESSES = 3
@@ -185,18 +186,20 @@ def calls_per_batch(one_call_seconds, batch_seconds):
     return max(1, int(round(batch_seconds / one_call_seconds)))
 
 
-def first_side(round_index):
-    """Which build goes first in a round: "old" in even rounds, "new" in odd ones."""
-    return SIDES[round_index % 2]
+def first_side(round_index, group=0):
+    """Which build goes first in a round: "old" in even rounds, "new" in odd ones, counted
+    from the start of the allocation group, the other way round in odd groups (so that the
+    first round after each allocation is not always the same build's)."""
+    return SIDES[(round_index + group) % 2]
 
 
-def split_rounds(rounds, groups):
-    """rounds shared among min(groups, rounds) allocation groups as evenly as possible, the
-    first groups taking the remainder; e.g. (10, 4) -> [3, 3, 2, 2]."""
-    if rounds < 1 or groups < 1:
-        raise ValueError("rounds and groups must be >= 1")
-    groups = min(groups, rounds)
-    return [rounds // groups + (1 if index < rounds % groups else 0) for index in range(groups)]
+def split_evenly(total, parts):
+    """total (rounds) shared among min(parts, total) parts (processes) as evenly as possible,
+    the first parts taking the remainder; e.g. (10, 4) -> [3, 3, 2, 2]."""
+    if total < 1 or parts < 1:
+        raise ValueError("total and parts must be >= 1")
+    parts = min(parts, total)
+    return [total // parts + (1 if index < total % parts else 0) for index in range(parts)]
 
 
 def load_order(copies, flip=False):
@@ -564,37 +567,63 @@ def _params_identical(a, b):
     return True
 
 
-def measure_case(case, pairs, rounds, groups, batch_seconds=BATCH_SECONDS, best_of=BEST_OF):
+def _layout_padding(rng):
+    """Memory of random sizes to allocate (and keep) just before a build's arrays and optimizer,
+    so that where those land differs from one allocation group to the next: a block of pages of
+    its own (never touched, so it costs no memory), a block on the heap, and small objects.
+    Without it, each group of a case gets the same addresses as the one before, and the build
+    that allocates first gets the same relative layout every time: identical builds measured
+    0.90 in the groups where one allocated first and 1.10 where the other did (Adam float32
+    1e6; Momentum float32 1e5 +-15%), and a median over such a mixture lands anywhere in
+    between."""
+    return (np.empty(int(rng.integers(0, 512)) * 4096 + MMAP_THRESHOLD, np.uint8),
+            bytearray(int(rng.integers(0, MMAP_THRESHOLD // 64 - 1)) * 64),
+            [bytes(int(rng.integers(1, 512))) for _ in range(int(rng.integers(0, 64)))])
+
+
+def measure_case(case, pairs, rounds, min_seconds=0.0, batch_seconds=BATCH_SECONDS,
+                 best_of=BEST_OF, seed=None):
     """Paired, interleaved timing of one case; returns a dict for the table and the JSON.
 
-    The case's arrays are made once and its rounds shared among `groups` allocation groups.
-    Group g runs copy pair g % len(pairs) (see COPIES): each build gets fresh copies of the
-    arrays and a new optimizer (so fresh pages, plan and state), the two allocating and warming
-    up in turn, old first in even groups and new first in odd ones (whichever allocates first
-    gets another layout, which moved in-cache cases by up to 8%).
+    The case's arrays are made once. Then allocation groups of ROUNDS_PER_GROUP rounds, until
+    there were `rounds` rounds and min_seconds have passed (so cheap cases get more groups,
+    which matters: on calls under a microsecond, each allocation's layout can favour one build
+    by 10%, and only many of them average that out). Group g runs copy pair g % len(pairs) (see
+    COPIES): each build gets fresh copies of the arrays and a new optimizer (so fresh pages,
+    plan and state), after random padding (_layout_padding; `seed` for the generator, None
+    for fresh entropy: a fixed seed gives every run the same layouts), the two allocating and
+    warming up in turn, old first in even groups and new first in odd ones.
 
-    A round: the build that goes first alternates (first_side); the builds time `best_of`
+    A round: the build that goes first alternates (first_side: in even groups old first in the
+    group's first round, new in its second, and so on; in odd groups the other way round, as
+    with the allocation order); the builds time `best_of`
     sub-batches each, interleaved (first, second, first, ...), of the same number of calls,
     about batch_seconds / best_of long; each build's time in the round is its fastest
     sub-batch, which drops the sub-batches another process interrupted; the round's ratio is
-    new / old of those. Where a call is short (PRIMER_SECONDS), each sub-batch follows one
-    untimed call of its own build, so that every timed sub-batch starts with its arrays in the
-    caches: without it the build that follows itself from one round to the next starts warm
-    and the other cold, which moved in-cache cases by up to 10%.
+    new / old of those. Where a call is short (PRIMER_SECONDS), the caches are evened out: each
+    sub-batch follows one untimed call of its own build (its arrays are in the caches as far as
+    they fit), and each round begins with an untimed call of the build that goes second, so
+    that no timed sub-batch ever follows its own build's previous one. Without the first, the
+    build that follows itself across two rounds started warm and the other cold (up to 10% at
+    1e5); without the second, that still held for cases the size of the last-level cache
+    (Adam float64 1e6: the build going first 20% faster in the second round of each group).
 
     The sub-batch size is chosen once per case, from the fastest of CALIBRATION_CALLS timed
     calls of each build, averaged over the two. Both builds make the same calls from the same
     start, so their parameters must end bit-identical (checked after every group)."""
     seconds = {side: [] for side in SIDES}
     identical, calls, primer = True, None, None
-    round_index = 0
     meter = OthersCpuMeter()
+    rng = np.random.default_rng(seed)
     params, grads = case.workload.make_arrays(seed=0)
-    for group, group_rounds in enumerate(split_rounds(rounds, groups)):
+    began = time.perf_counter()
+    group = 0
+    while len(seconds["old"]) < rounds or time.perf_counter() - began < min_seconds:
         builds = pairs[group % len(pairs)]
         order = SIDES if group % 2 == 0 else SIDES[::-1]
-        state = {}
+        state, padding = {}, []
         for side in order:
+            padding.append(_layout_padding(rng))
             state[side] = (getattr(builds[side], case.optimizer)().update,
                            {key: value.copy() for key, value in params.items()},
                            {key: value.copy() for key, value in grads.items()})
@@ -605,16 +634,16 @@ def measure_case(case, pairs, rounds, groups, batch_seconds=BATCH_SECONDS, best_
             one_call = sum(fastest.values()) / 2
             calls = calls_per_batch(one_call, batch_seconds / best_of)
             primer = one_call < PRIMER_SECONDS
-        else:  # the same number of calls as the first group made while calibrating
-            for side in order:
-                _time_batch(*state[side], CALIBRATION_CALLS)
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            for _ in range(group_rounds):
-                first = first_side(round_index)
+            for round_in_group in range(ROUNDS_PER_GROUP):
+                first = first_side(round_in_group, group)
                 pair = (first, SIDES[1 - SIDES.index(first)])
                 best = {side: math.inf for side in SIDES}
+                if primer:  # so that `first` does not follow itself (see the docstring)
+                    update, p, g = state[pair[1]]
+                    update(p, g)
                 for _ in range(best_of):
                     for side in pair:
                         update, p, g = state[side]
@@ -623,12 +652,12 @@ def measure_case(case, pairs, rounds, groups, batch_seconds=BATCH_SECONDS, best_
                         best[side] = min(best[side], _time_batch(update, p, g, calls))
                 for side in SIDES:
                     seconds[side].append(best[side])
-                round_index += 1
         finally:
             if gc_was_enabled:
                 gc.enable()
         identical = identical and _params_identical(state["old"][1], state["new"][1])
-        del state
+        del state, padding
+        group += 1
     del params, grads
     return {
         "case": case.title,
@@ -641,7 +670,7 @@ def measure_case(case, pairs, rounds, groups, batch_seconds=BATCH_SECONDS, best_
         "calls_per_sub_batch": calls,
         "sub_batches_per_round": best_of,
         "primer_call": primer,
-        "allocation_groups": min(groups, rounds),
+        "allocation_groups": group,
         "bit_identical": identical,
         "others_cpu_share": meter.share(),
         "old_seconds_per_round": seconds["old"],
@@ -796,10 +825,11 @@ def print_header(info, out=sys.stdout):
         print(f"{side}: {info[side]}", file=out)
     for note in info["build_notes"]:
         print(f"note: {note}", file=out)
-    print(f"{info['rounds']} paired rounds per case, in {info['processes']} processes one after "
-          f"the other, {info['allocation_groups']} allocation groups, {info['copies']} copies "
-          f"of each build; per round and build ~{1e3 * info['batch_seconds']:g} ms of calls as "
-          f"the best of {info['best_of']} interleaved sub-batches; load average before: "
+    print(f"{info['rounds']} paired rounds per case at least, and {info['min_seconds']:g} s, in "
+          f"{info['processes']} processes one after the other, {ROUNDS_PER_GROUP} rounds per "
+          f"allocation group, {info['copies']} copies of each build; per round and build "
+          f"~{1e3 * info['batch_seconds']:g} ms of calls as the best of {info['best_of']} "
+          "interleaved sub-batches; load average before: "
           f"{_format_load(info['load_average_before'])} on {info['cores']} cores", file=out)
     out.flush()
 
@@ -894,15 +924,16 @@ def parse_arguments(argv=None):
     new.add_argument("--new-tree", action="store_true",
                      help="measure the working tree with its uncommitted changes (the default)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a smoke run: {QUICK_ROUNDS} rounds per case in "
-                        f"{QUICK_ALLOCATION_GROUPS} allocation groups, about 2 minutes")
+                        help=f"a smoke run: {QUICK_ROUNDS} rounds per case at least and "
+                        f"{QUICK_MIN_SECONDS:g} s, in {QUICK_PROCESSES} processes: about 1.5 "
+                        "minutes")
     parser.add_argument("--rounds", type=_positive_int, metavar="N",
                         help=f"paired rounds per case (default {DEFAULT_ROUNDS}, --quick "
                         f"{QUICK_ROUNDS})")
-    parser.add_argument("--groups", type=_positive_int, metavar="N",
-                        help="allocation groups per case: fresh arrays and optimizers, the "
-                        f"rounds shared among them (default {ALLOCATION_GROUPS}, --quick "
-                        f"{QUICK_ALLOCATION_GROUPS})")
+    parser.add_argument("--min-time", type=_positive_float, metavar="SECONDS",
+                        help="measuring time per case at least, over all processes: cheap cases "
+                        f"run more rounds (default {MIN_SECONDS:g}, --quick "
+                        f"{QUICK_MIN_SECONDS:g})")
     parser.add_argument("--copies", type=_positive_int, default=COPIES, metavar="N",
                         help=f"copies of each build loaded, used in turn (default {COPIES})")
     parser.add_argument("--processes", type=_positive_int, metavar="N",
@@ -941,7 +972,7 @@ def select_cases(cases, text):
 def measure_in_this_process(settings):
     """The measuring half, in one process: load every copy of both builds (load_order, flipped
     in odd processes), check them (check_separate), read the cases from the new build, and
-    measure each case. settings: what main passes (folders, threads, rounds, groups, ...).
+    measure each case. settings: what main passes (folders, threads, rounds, min_seconds...).
     Returns a JSON-able dict: what the builds say about themselves and each case's
     measure_case dict."""
     fixed_layout = False if settings["default_malloc"] else same_heap_layout()
@@ -961,7 +992,7 @@ def measure_in_this_process(settings):
     measured = []
     for index, case in enumerate(cases):
         print(f"{label}[{index + 1}/{len(cases)}] {case.title}", file=sys.stderr, flush=True)
-        measured.append(measure_case(case, pairs, settings["rounds"], settings["groups"],
+        measured.append(measure_case(case, pairs, settings["rounds"], settings["min_seconds"],
                                      settings["batch_seconds"], settings["best_of"]))
     return {
         "kernels_files": files,
@@ -975,15 +1006,15 @@ def measure_in_this_process(settings):
 
 def run_processes(settings, processes, work):
     """measure_in_this_process in `processes` processes one after the other (this one when
-    processes == 1), the rounds and allocation groups shared among them. Each process lays
+    processes == 1), the rounds and the measuring time shared among them. Each process lays
     out its code and objects anew (address-space randomisation), so a layout that favours one
     build in one process is outvoted by the others. Returns their results, in order."""
-    rounds = split_rounds(settings["rounds"], processes)
-    groups = split_rounds(max(settings["groups"], processes), processes)
+    rounds = split_evenly(settings["rounds"], processes)
     results = []
     for index in range(len(rounds)):
         mine = dict(settings, process_index=index, processes=len(rounds),
-                    rounds=rounds[index], groups=min(groups[index], rounds[index]))
+                    rounds=rounds[index],
+                    min_seconds=settings["min_seconds"] / len(rounds))
         if len(rounds) == 1:
             results.append(measure_in_this_process(mine))
             continue
@@ -1015,7 +1046,8 @@ def main(argv=None):
         return worker(argv[1])
     args = parse_arguments(argv)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
-    groups = args.groups or (QUICK_ALLOCATION_GROUPS if args.quick else ALLOCATION_GROUPS)
+    min_seconds = args.min_time if args.min_time is not None else (
+        QUICK_MIN_SECONDS if args.quick else MIN_SECONDS)
     processes = min(rounds, args.processes or (QUICK_PROCESSES if args.quick else PROCESSES))
     threads = args.threads or _machine_threads()
     began = time.perf_counter()
@@ -1044,7 +1076,8 @@ def main(argv=None):
         folders = {side: make_copies(trees[side], os.path.join(work, f"{side}-copies"),
                                      args.copies) for side in SIDES}
         settings = {
-            "folders": folders, "threads": threads, "rounds": rounds, "groups": groups,
+            "folders": folders, "threads": threads, "rounds": rounds,
+            "min_seconds": min_seconds,
             "batch_seconds": args.batch_ms / 1e3, "best_of": args.best_of,
             "backoff": args.backoff, "default_malloc": args.default_malloc,
             "cases": args.cases,
@@ -1054,7 +1087,7 @@ def main(argv=None):
             "build_seconds": build_seconds, "build_notes": build_notes,
             "cpu": _cpu_model(), "cores": os.cpu_count(), "threads": threads,
             "python": platform.python_version(), "numpy": np.__version__,
-            "rounds": rounds, "allocation_groups": groups, "copies": args.copies,
+            "rounds": rounds, "min_seconds": min_seconds, "copies": args.copies,
             "processes": processes, "batch_seconds": args.batch_ms / 1e3,
             "best_of": args.best_of, "warmup_calls": WARMUP_CALLS, "band": BAND,
             "load_average_before": load_average(),

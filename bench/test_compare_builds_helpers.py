@@ -161,18 +161,20 @@ def test_calls_per_batch():
 
 def test_first_side_alternates():
     assert [cb.first_side(index) for index in range(4)] == ["old", "new", "old", "new"]
+    assert [cb.first_side(index, group=1) for index in range(3)] == ["new", "old", "new"]
+    assert [cb.first_side(0, group) for group in range(4)] == ["old", "new", "old", "new"]
 
 
-@pytest.mark.parametrize("rounds, groups", [(10, 4), (80, 32), (24, 9), (3, 5), (1, 1),
-                                            (7, 7)])
-def test_split_rounds(rounds, groups):
-    parts = cb.split_rounds(rounds, groups)
-    assert sum(parts) == rounds
-    assert len(parts) == min(rounds, groups)
-    assert max(parts) - min(parts) <= 1
-    assert parts == sorted(parts, reverse=True)
+@pytest.mark.parametrize("total, parts", [(10, 4), (80, 4), (24, 3), (3, 5), (1, 1), (7, 7)])
+def test_split_evenly(total, parts):
+    shares = cb.split_evenly(total, parts)
+    assert sum(shares) == total
+    assert len(shares) == min(total, parts)
+    assert max(shares) - min(shares) <= 1
+    assert shares == sorted(shares, reverse=True)
+    assert cb.split_evenly(10, 4) == [3, 3, 2, 2]
     with pytest.raises(ValueError):
-        cb.split_rounds(0, 1)
+        cb.split_evenly(0, 1)
 
 
 def test_load_order():
