@@ -3,7 +3,7 @@
     python bench/compare_builds.py --old REV [--new REV | --new-tree] [--quick] [--rounds N]
                                    [--threads N] [--json PATH]
 
-    python bench/compare_builds.py --old HEAD --quick      # smoke run, working tree vs HEAD
+    python bench/compare_builds.py --old HEAD --quick      # smoke run: working tree vs HEAD
     python bench/compare_builds.py --old main --new HEAD   # two commits, the full set
 
 What it does:
@@ -21,51 +21,54 @@ What it does:
      fastopt.benchmark (every optimizer x float32/float64 x 1, 1e3, 1e5, 1e6 elements, and the
      multi-array workloads: the seeds' MLP, the book's MLP, 200 arrays of 4096 float32), plus
      one array of 1e7 float32 and float64 for every optimizer, and Adam on 200 x 4096 float32.
-  4. Each case (measure_case): allocation groups, each with fresh copies of the same arrays
-     and a new optimizer per build, warm-up, then paired rounds: both builds run the same
-     number of update() calls, about 5 ms each per round, as 5 sub-batches interleaved with
-     the other build's, the build that goes first alternating from round to round. A round's
-     ratio is new time / old time, a build's time being its fastest sub-batch. The result is
-     the median ratio over rounds, with a 95% confidence interval of that median, the range of
-     the per-round ratios and each build's median time per update(). The rounds are shared
-     among PROCESSES processes run one after the other (each one loading both builds and
-     interleaving them as above) and pooled: see "Noise" below.
+  4. Each case (measure_case): allocation groups of two rounds, each group with fresh copies
+     of the same arrays and a new optimizer per build; in a round both builds run the same
+     number of update() calls, about 5 ms each, as 5 sub-batches interleaved with the other
+     build's, the build that goes first alternating. A round's ratio is new time / old time,
+     a build's time being its fastest sub-batch. The result is the median ratio over rounds,
+     with a 95% confidence interval of that median, the range of the per-round ratios and
+     each build's median time per update(). The rounds (at least --rounds, more for cheap
+     cases, see --min-time) are shared among PROCESSES processes run one after the other,
+     each loading both builds and interleaving them as above, and pooled.
   5. After the timed calls, each pair's parameters must be bit for bit identical (same start,
-     same number of updates): checked for every case, a correctness test of the change too.
+     same number of updates): checked in every case, a correctness test of the change too.
   6. Prints a table and a summary: how many cases are inside 0.97 <= new/old <= 1.03 ("ok";
      "slower?"/"faster?" when outside but the confidence interval reaches the band, i.e. not
-     told apart from noise; "SLOWER"/"FASTER" when the whole interval is outside), and the
-     machine's load average before and after (other processes are the main noise). --json
-     writes every number, per round.
+     told apart from noise; "SLOWER"/"FASTER" when the whole interval is outside; "busy" when
+     our threads waited for a CPU too long to tell), and the machine's load average before
+     and after. --json writes every number, per round.
 
 Exit status: 0 when every case is "ok" and bit-identical, 1 otherwise, 2 when a build or the
 setup fails.
 
-How long (2-core machine): builds ~10-25 s; the full run (78 cases, 60 rounds in 3 processes)
-about 3 minutes of measuring; --quick (24 rounds in 2 processes) about 1 minute. A quarter of it
-goes to the 1e7 cases.
+How long, on this 2-core machine: builds 6-25 s (both at once); the full run (78 cases, 80
+rounds and 2 s per case at least, 4 processes) about 6 minutes; --quick (24 rounds, 0.6 s,
+3 processes) about 1.5-2 minutes. Other processes' load stretches both.
 
 What it needs: git, a C compiler, NumPy, Cython >= 3 and setuptools (as an in-place build of
 fastopt does; no pip, no network), and about 1 GB of memory for the 1e7 float64 cases. It
 imports nothing from an installed fastopt: both sides come from git. Linux is assumed for
-/proc/stat, the load average and glibc's mallopt; elsewhere those parts are skipped.
+/proc (others' CPU share, our threads' waits), the load average and glibc's mallopt; elsewhere
+those parts are skipped.
 
-Noise, and what the method does about it (measured with identical builds, HEAD vs HEAD):
-  - interleaving and alternating which build goes first cancel drift (frequency, neighbours);
+Noise, and what the method does about it (each found with identical builds, HEAD vs HEAD):
+  - interleaving, with the first build alternating, cancels drift (clock, neighbours);
   - the fastest of 5 sub-batches drops the ones another process interrupted;
-  - one untimed call before each sub-batch: otherwise the build that follows itself from one
-    round to the next starts with warm caches and the other cold (up to 10% at 1e5-1e6);
-  - glibc's mmap threshold is fixed (same_heap_layout) and the builds take turns allocating:
-    the heap layout otherwise favoured the build that allocated second (up to 8%);
-  - the engine's thread back-off is off in both (set_thread_backoff): with it, each build's
-    plan sits at its own point of a serial/threaded cycle (0.73-1.29 between groups);
+  - the caches are evened out: one untimed call before each sub-batch, and one of the build
+    going second before each round, so that no build's timed calls follow its own (the one
+    that did ran up to 10-20% faster, from 1e5 elements to the size of the L3 cache);
+  - layout: glibc's mmap threshold is fixed (same_heap_layout), each allocation group is
+    preceded by random padding and the builds take turns allocating (otherwise identical
+    builds measured 0.90 or 1.10 depending on which allocated first);
+  - the engine's thread back-off is off in both builds (set_thread_backoff): with it, each
+    build's plan sits at its own point of a serial/threaded cycle (0.73-1.29 between groups);
   - several copies of each build: identical bytes loaded from two files differ by up to 5% on
-    200-ns calls, consistently, by file; and several processes: the layout of one process can
-    favour one build by 5-15% on calls under a microsecond, which another process does not.
-  What remains, on a quiet machine: medians within about +-1.5% rms, single cases of tiny
-  workloads up to ~5-7% off (their "?" verdicts). With other processes busy on a 2-core
-  machine, 2-thread timings depend on the scheduler (the summary says how much CPU others
-  took): --threads 1 compares the same kernels far more steadily.
+    200-ns calls, consistently, by file; and several processes: one process's layout can
+    favour a build by 5-15% on calls under a microsecond, which another's does not.
+  What remains on a quiet machine: medians within 0.6-1.2% rms of 1.0, single tiny cases up
+  to 4-5% off now and then (flagged "?"). With other processes busy on this 2-core machine,
+  threaded updates wait for time slices, both builds alike (the "wait" column; "busy" at 20%):
+  --threads 1 then compares the same kernels steadily.
 
 The pure helpers (summarise_rounds, verdict, ...) are tested by
 bench/test_compare_builds_helpers.py.
@@ -110,18 +113,24 @@ PROCESSES = 4  # measuring processes, one after the other, the rounds shared amo
 QUICK_PROCESSES = 3
 LARGE_SIZE = 10_000_000  # the single-array size added to the quick set
 BUSY_SHARE = 0.10  # other processes' share of the CPU during a case that the table flags
+BUSY_WAIT = 0.20  # threads waiting for a CPU this share of the time: verdict "busy" (threads > 1)
 MMAP_THRESHOLD = 64 * 1024  # bytes; see same_heap_layout
 
 
 # ---- pure helpers (no build, no fastopt; tested in bench/test_compare_builds_helpers.py) ------
 
-def verdict(ratio, ci=None, band=BAND):
+def verdict(ratio, ci=None, band=BAND, waited=None, threads=1):
     """What a new/old time ratio says: "ok" when band[0] <= ratio <= band[1]. Outside it,
     "slower" or "faster", with a "?" when the confidence interval ci = (low, high) of the
     ratio reaches into the band (the difference is not told apart from noise), in capitals when
-    the whole interval is outside (or no interval is given)."""
+    the whole interval is outside (or no interval is given). "busy" whatever the ratio when
+    several threads waited for a CPU BUSY_WAIT or more of the time (waited, see RunQueueMeter):
+    then threaded updates wait for time slices, alike in both builds, and a ratio near 1 says
+    nothing about the kernels."""
     if ratio is None or math.isnan(ratio):
         return "-"
+    if threads > 1 and waited is not None and waited >= BUSY_WAIT:
+        return "busy"
     if band[0] <= ratio <= band[1]:
         return "ok"
     word = "slower" if ratio > band[1] else "faster"
@@ -582,7 +591,7 @@ def _layout_padding(rng):
 
 
 def measure_case(case, pairs, rounds, min_seconds=0.0, batch_seconds=BATCH_SECONDS,
-                 best_of=BEST_OF, seed=None):
+                 best_of=BEST_OF, seed=None, threads=1):
     """Paired, interleaved timing of one case; returns a dict for the table and the JSON.
 
     The case's arrays are made once. Then allocation groups of ROUNDS_PER_GROUP rounds, until
@@ -613,7 +622,7 @@ def measure_case(case, pairs, rounds, min_seconds=0.0, batch_seconds=BATCH_SECON
     start, so their parameters must end bit-identical (checked after every group)."""
     seconds = {side: [] for side in SIDES}
     identical, calls, primer = True, None, None
-    meter = OthersCpuMeter()
+    meter, waits = OthersCpuMeter(), RunQueueMeter(threads)
     rng = np.random.default_rng(seed)
     params, grads = case.workload.make_arrays(seed=0)
     began = time.perf_counter()
@@ -673,12 +682,13 @@ def measure_case(case, pairs, rounds, min_seconds=0.0, batch_seconds=BATCH_SECON
         "allocation_groups": group,
         "bit_identical": identical,
         "others_cpu_share": meter.share(),
+        "waited_share": waits.share(),
         "old_seconds_per_round": seconds["old"],
         "new_seconds_per_round": seconds["new"],
     }
 
 
-def pool_processes(measured):
+def pool_processes(measured, threads=1):
     """One case's measurements from each process (measure_case's dicts) -> the case's result:
     every process's rounds pooled and summarised (summarise_rounds), with each process's own
     median ratio (per_process_ratio: a process whose layout favours one build stands out)."""
@@ -686,7 +696,10 @@ def pool_processes(measured):
     old = [seconds for m in measured for seconds in m["old_seconds_per_round"]]
     new = [seconds for m in measured for seconds in m["new_seconds_per_round"]]
     result = summarise_rounds(old, new)
-    shares = [m["others_cpu_share"] for m in measured if m["others_cpu_share"] is not None]
+    def mean(key):
+        values = [m.get(key) for m in measured if m.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
     result.update({key: first[key] for key in ("case", "optimizer", "dtype", "workload",
                                                "label", "elements", "arrays",
                                                "sub_batches_per_round")})
@@ -696,7 +709,10 @@ def pool_processes(measured):
         "primer_call": [m["primer_call"] for m in measured],
         "allocation_groups": sum(m["allocation_groups"] for m in measured),
         "bit_identical": all(m["bit_identical"] for m in measured),
-        "others_cpu_share": sum(shares) / len(shares) if shares else None,
+        "others_cpu_share": mean("others_cpu_share"),
+        "waited_share": mean("waited_share"),
+        "verdict": verdict(result["ratio"], result["ratio_ci"], waited=mean("waited_share"),
+                           threads=threads),
         "per_process_ratio": [float(np.median(np.divide(m["new_seconds_per_round"],
                                                         m["old_seconds_per_round"])))
                               for m in measured],
@@ -732,6 +748,40 @@ class OthersCpuMeter:
             return None
         others = (end[1] - self.start[1]) - (end[2] - self.start[2])
         return min(1.0, max(0.0, others / ((end[0] - self.start[0]) * (os.cpu_count() or 1))))
+
+
+class RunQueueMeter:
+    """How long this process's threads (the caller and OpenMP's workers) were ready to run but
+    waiting for a CPU since creation, as a share of wall time x `threads`: from
+    /proc/self/task/*/schedstat (Linux; share() is None elsewhere). Unlike the others' CPU
+    share, this says directly whether the timings were held up by the scheduler: with every
+    core threaded and another process busy, a threaded update() waits for a time slice
+    (milliseconds) and both builds then measure the scheduler, equally."""
+
+    def __init__(self, threads):
+        self.threads = threads
+        self.start = (time.perf_counter(), self._waited())
+
+    @staticmethod
+    def _waited():
+        total = 0
+        try:
+            tasks = os.listdir("/proc/self/task")
+            for task in tasks:
+                try:
+                    with open(f"/proc/self/task/{task}/schedstat") as stat:
+                        total += int(stat.read().split()[1])
+                except FileNotFoundError:  # the thread ended meanwhile
+                    continue
+        except (OSError, IndexError, ValueError):
+            return None
+        return total / 1e9
+
+    def share(self):
+        end = (time.perf_counter(), self._waited())
+        if self.start[1] is None or end[1] is None or end[0] <= self.start[0]:
+            return None
+        return max(0.0, (end[1] - self.start[1]) / ((end[0] - self.start[0]) * self.threads))
 
 
 def set_thread_backoff(modules, enabled):
@@ -803,6 +853,7 @@ TABLE = (  # heading, width, result -> text
     ("calls", 5, lambda r: str(r["calls_per_sub_batch"])),
     ("others", 6, lambda r: _format_share(r["others_cpu_share"])
      + ("!" if (r["others_cpu_share"] or 0) >= BUSY_SHARE else "")),
+    ("wait", 5, lambda r: _format_share(r.get("waited_share"))),
     ("bits", 4, lambda r: "same" if r["bit_identical"] else "DIFF"),
     ("verdict", 7, lambda r: r["verdict"]),
 )
@@ -852,7 +903,8 @@ def print_builds(info, out=sys.stdout):
     print("columns: old, new = median time per update(); new/old = median over rounds of the "
           "per-round ratio; 95% CI = of that median; per-round = min-max of the per-round "
           "ratios; calls = per sub-batch; others = other processes' share of the CPU during "
-          "the case; bits = parameters after the run, old vs new; verdict: ok = new/old in "
+          "the case; wait = share of the time our threads waited for a CPU; bits = parameters "
+          "after the run, old vs new; verdict: ok = new/old in "
           f"{BAND[0]:.2f}-{BAND[1]:.2f}, '?' = outside but the CI reaches the band", file=out)
 
 
@@ -869,7 +921,7 @@ def print_summary(results, info, out=sys.stdout):
           f"per-round interquartile range {np.median(spreads):.3f} (median over cases)", file=out)
     print("  parameters bit-identical in every case" if not differ else
           f"  PARAMETERS DIFFER in {len(differ)} cases: {', '.join(differ)}", file=out)
-    for word in ("SLOWER", "slower?", "FASTER", "faster?"):
+    for word in ("SLOWER", "slower?", "FASTER", "faster?", "busy"):
         names = [f"{r['case']} ({r['ratio']:.3f})" for r in results if r["verdict"] == word]
         if names:
             print(f"  {word}: {', '.join(names)}", file=out)
@@ -880,10 +932,12 @@ def print_summary(results, info, out=sys.stdout):
     busy = [r for r in results if (r["others_cpu_share"] or 0) >= BUSY_SHARE]
     if busy:
         print(f"  {len(busy)} cases ran while others took >= {100 * BUSY_SHARE:.0f}% of the "
-              "CPU (marked !)"
-              + ("; with threads on every core, timings then depend on when the scheduler "
-                 "runs our second thread: rerun on a quiet machine, or use --threads 1 for "
-                 "the kernels alone" if info["threads"] > 1 else ""), file=out)
+              "CPU (marked !)", file=out)
+    if any(r["verdict"] == "busy" for r in results):
+        print(f"  'busy': our threads waited for a CPU >= {100 * BUSY_WAIT:.0f}% of the time, so "
+              "threaded updates waited for time slices in both builds alike and the ratio says "
+              "nothing: rerun on a quieter machine, or compare the kernels with --threads 1",
+              file=out)
 
 
 # ---- the command ------------------------------------------------------------------------------
@@ -928,8 +982,8 @@ def parse_arguments(argv=None):
                         f"{QUICK_MIN_SECONDS:g} s, in {QUICK_PROCESSES} processes: about 1.5 "
                         "minutes")
     parser.add_argument("--rounds", type=_positive_int, metavar="N",
-                        help=f"paired rounds per case (default {DEFAULT_ROUNDS}, --quick "
-                        f"{QUICK_ROUNDS})")
+                        help="paired rounds per case at least (default "
+                        f"{DEFAULT_ROUNDS}, --quick {QUICK_ROUNDS})")
     parser.add_argument("--min-time", type=_positive_float, metavar="SECONDS",
                         help="measuring time per case at least, over all processes: cheap cases "
                         f"run more rounds (default {MIN_SECONDS:g}, --quick "
@@ -993,7 +1047,8 @@ def measure_in_this_process(settings):
     for index, case in enumerate(cases):
         print(f"{label}[{index + 1}/{len(cases)}] {case.title}", file=sys.stderr, flush=True)
         measured.append(measure_case(case, pairs, settings["rounds"], settings["min_seconds"],
-                                     settings["batch_seconds"], settings["best_of"]))
+                                     settings["batch_seconds"], settings["best_of"],
+                                     threads=settings["threads"]))
     return {
         "kernels_files": files,
         "load_order": [f"{side}{index}" for side, index in load_order(len(pairs), flip)],
@@ -1108,7 +1163,7 @@ def main(argv=None):
             return 2
         titles = [[case["case"] for case in result["cases"]] for result in per_process]
         assert all(t == titles[0] for t in titles), "the processes ran different cases"
-        results = [pool_processes([result["cases"][index] for result in per_process])
+        results = [pool_processes([result["cases"][index] for result in per_process], threads)
                    for index in range(len(titles[0]))]
         info["total_seconds"] = time.perf_counter() - began
 

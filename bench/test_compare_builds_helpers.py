@@ -49,6 +49,16 @@ def test_verdict_with_interval():
     assert cb.verdict(1.05, (1.0, 1.1), band=(0.9, 1.1)) == "ok"
 
 
+def test_verdict_busy():
+    # Threads that waited for a CPU a fifth of the time or more: no evidence either way.
+    assert cb.verdict(1.0, (0.99, 1.01), waited=0.3, threads=2) == "busy"
+    assert cb.verdict(1.2, (1.1, 1.3), waited=0.2, threads=2) == "busy"
+    assert cb.verdict(1.0, (0.99, 1.01), waited=0.19, threads=2) == "ok"
+    # One thread: a stalled sub-batch is just slow, and the fastest of five drops it.
+    assert cb.verdict(1.0, (0.99, 1.01), waited=0.5, threads=1) == "ok"
+    assert cb.verdict(1.0, waited=None, threads=2) == "ok"
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 20, 24, 60, 80, 1000])
 def test_median_ci_ranks(n):
     low, high = cb.median_ci_ranks(n)
@@ -138,7 +148,7 @@ def test_pool_processes():
     first = measured([1.0, 1.0, 1.0], [1.1, 1.1, 1.1], share=0.1)
     second = measured([2.0, 2.0], [1.8, 1.8], share=0.3, calls=8)
     third = measured([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], identical=False, share=None)
-    pooled = cb.pool_processes([first, second, third])
+    pooled = cb.pool_processes([first, second, third], threads=2)
     assert pooled["rounds"] == 8
     assert pooled["per_process_ratio"] == pytest.approx([1.1, 0.9, 1.0])
     assert pooled["ratio"] == pytest.approx(1.0)  # one process per side of 1 is outvoted
@@ -148,6 +158,10 @@ def test_pool_processes():
     assert pooled["bit_identical"] is False
     assert pooled["others_cpu_share"] == pytest.approx(0.2)
     assert pooled["case"] == "Adam float32 1e3"
+    assert pooled["verdict"] == "ok" and pooled["waited_share"] is None
+    first["waited_share"], second["waited_share"] = 0.3, 0.2
+    assert cb.pool_processes([first, second, third], threads=2)["verdict"] == "busy"
+    assert cb.pool_processes([first, second, third], threads=1)["verdict"] == "ok"
 
 
 # ---- rounds, batches and load order ------------------------------------------------------------
