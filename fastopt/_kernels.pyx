@@ -300,15 +300,24 @@ cdef inline bint _has_shape(const tensor_info *t, const Py_ssize_t *dims, cnp.nd
     return True
 
 
-# What Plan.step returns: STEP_RAN, or why it declined (nothing was modified then).
-STEP_RAN = 0
-DECLINED_NOT_READY = 1      # the plan was never (fully) built
-DECLINED_STRUCTURE = 2      # params or grads is not a dict, or has other keys
-DECLINED_PARAM = 3          # params[keys[declined_index]] is not the array validated, or changed
-DECLINED_GRAD = 4           # grads[keys[declined_index]]: missing, not exactly an ndarray, or
-                            # of another dtype, byte order or shape than its parameter
-DECLINED_OVERLAP = 5        # grads[keys[declined_index]] shares memory with a written array:
-                            # Plan.written_name(overlapping_index) names it
+# What Plan.step returns: 0 (STEP_RAN, falsy) when it ran, or why it declined (nothing was
+# modified then). C constants, so returning one costs no lookup on the hot path.
+cdef enum:
+    _STEP_RAN = 0
+    _DECLINED_NOT_READY = 1     # the plan was never (fully) built
+    _DECLINED_STRUCTURE = 2     # params or grads is not a dict, or has other keys
+    _DECLINED_PARAM = 3         # params[keys[declined_index]] is not the array validated, or changed
+    _DECLINED_GRAD = 4          # grads[keys[declined_index]]: missing, not exactly an ndarray, or
+                                # of another dtype, byte order or shape than its parameter
+    _DECLINED_OVERLAP = 5       # grads[keys[declined_index]] shares memory with a written array:
+                                # Plan.written_name(overlapping_index) names it
+
+STEP_RAN = _STEP_RAN
+DECLINED_NOT_READY = _DECLINED_NOT_READY
+DECLINED_STRUCTURE = _DECLINED_STRUCTURE
+DECLINED_PARAM = _DECLINED_PARAM
+DECLINED_GRAD = _DECLINED_GRAD
+DECLINED_OVERLAP = _DECLINED_OVERLAP
 
 
 def bounds_overlapping(list arrays):
@@ -647,7 +656,7 @@ cdef class Plan:
         return True
 
     def step(self, params, grads, coefficients):
-        """Run one step if params and grads fit this plan: return STEP_RAN, or a DECLINED_*
+        """Run one step if params and grads fit this plan: return STEP_RAN (0), or a DECLINED_*
         reason (declined_index and overlapping_index say which key and array), having modified
         nothing.
 
@@ -665,17 +674,17 @@ cdef class Plan:
         self.busy = True
         try:
             if not self.ready:
-                return DECLINED_NOT_READY
+                return _DECLINED_NOT_READY
             if not (isinstance(params, dict) and isinstance(grads, dict)
                     and len(<dict>params) == self.n and len(<dict>grads) == self.n):
-                return DECLINED_STRUCTURE
+                return _DECLINED_STRUCTURE
             if len(coefficients) != self.n_coefficients:
                 raise ValueError(f"this kernel takes {self.n_coefficients} coefficients, "
                                  f"got {len(coefficients)}")
             for i in range(self.n_coefficients):
                 c[i] = coefficients[i]
             reason = self._bind_grads(<dict>params, <dict>grads)
-            if reason != STEP_RAN:
+            if reason != _STEP_RAN:
                 return reason
             for i in self.staged:
                 np.copyto(self.targets[i], self.params[i])
@@ -686,7 +695,7 @@ cdef class Plan:
         finally:
             self._release_grads()
             self.busy = False
-        return STEP_RAN
+        return _STEP_RAN
 
     cdef int _bind_grads(self, dict params, dict grads) except -1:
         """Check every key's parameter and gradient; point the plan at the gradients, holding a
@@ -701,16 +710,16 @@ cdef class Plan:
             self.declined_index = i
             item = self._lookup(params, i, &param_position)
             if item == NULL or not self._param_unchanged(i, item):
-                return DECLINED_PARAM
+                return _DECLINED_PARAM
             item = self._lookup(grads, i, &grad_position)
             # Exactly an ndarray: subclasses (masked arrays, matrices) go through validation.
             if item == NULL or not cnp.PyArray_CheckExact(<object>item):
-                return DECLINED_GRAD
+                return _DECLINED_GRAD
             g = <cnp.ndarray>item
             if cnp.PyArray_TYPE(g) != t.typenum or not cnp.PyArray_ISNOTSWAPPED(g):
-                return DECLINED_GRAD
+                return _DECLINED_GRAD
             if not _has_shape(t, self.dims, g):
-                return DECLINED_GRAD
+                return _DECLINED_GRAD
             direct = _direct(g, t.fortran)
             # A contiguous gradient's bytes are [data, data + size * itemsize): the same data
             # pointer as a gradient that passed the test before means the same verdict.
@@ -718,7 +727,7 @@ cdef class Plan:
                 if self._may_overlap_written(g):
                     self.overlapping_index = self._overlapping_written(g)
                     if self.overlapping_index >= 0:
-                        return DECLINED_OVERLAP
+                        return _DECLINED_OVERLAP
                 if direct:
                     t.checked_grad = cnp.PyArray_DATA(g)
             if not direct:
@@ -727,4 +736,4 @@ cdef class Plan:
             t.grad = <PyObject *>g
             self.grad_ptr[i] = cnp.PyArray_DATA(g)
         self.declined_index = -1
-        return STEP_RAN
+        return _STEP_RAN
