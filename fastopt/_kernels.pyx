@@ -12,7 +12,7 @@ arrays overlap is decided here and only here (Plan.overlap, Plan.step's DECLINED
 The kernels, their state and coefficient counts and the dtypes come from the C registry
 (csrc/fastopt.h) at import: KERNELS and DTYPES.
 """
-from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next
+from cpython.dict cimport PyDict_CheckExact, PyDict_GetItemWithError, PyDict_Next
 from cpython.exc cimport PyErr_Clear
 from cpython.ref cimport Py_XDECREF, Py_XINCREF
 from cpython.object cimport PyObject
@@ -305,7 +305,7 @@ cdef inline bint _has_shape(const tensor_info *t, const Py_ssize_t *dims, cnp.nd
 cdef enum:
     _STEP_RAN = 0
     _DECLINED_NOT_READY = 1     # the plan was never (fully) built
-    _DECLINED_STRUCTURE = 2     # params or grads is not a dict, or has other keys
+    _DECLINED_STRUCTURE = 2     # params or grads is not exactly a dict, or has other keys
     _DECLINED_PARAM = 3         # params[keys[declined_index]] is not the array validated, or changed
     _DECLINED_GRAD = 4          # grads[keys[declined_index]]: missing, not exactly an ndarray, or
                                 # of another dtype, byte order or shape than its parameter
@@ -675,7 +675,9 @@ cdef class Plan:
         try:
             if not self.ready:
                 return _DECLINED_NOT_READY
-            if not (isinstance(params, dict) and isinstance(grads, dict)
+            # Exactly dicts: a subclass may answer d[key] with another object than the one it
+            # stores (which is what the walk below reads), so it goes through validation.
+            if not (PyDict_CheckExact(params) and PyDict_CheckExact(grads)
                     and len(<dict>params) == self.n and len(<dict>grads) == self.n):
                 return _DECLINED_STRUCTURE
             if len(coefficients) != self.n_coefficients:

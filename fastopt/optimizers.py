@@ -170,10 +170,8 @@ class Optimizer:
         step = self._step + 1
         coefficients = self._coefficients(step)
         plan = self._plan
-        # The fast path reads plain dicts only: a dict subclass may answer params[key] with
-        # another object than the one it stores, so it always takes the slow path.
-        if (plan is None or type(params) is not dict or type(grads) is not dict
-                or plan.step(params, grads, coefficients)):  # 0 (STEP_RAN) when it ran
+        # The plan takes plain dicts only (a subclass always takes the slow path).
+        if plan is None or plan.step(params, grads, coefficients):  # 0 (STEP_RAN): it ran
             self._validate_and_step(params, grads, coefficients)
         self._step = step
 
