@@ -161,8 +161,9 @@ class Optimizer:
           read-only; two arrays the step writes or reads share memory; a key has no optimizer
           state (added after the first update(): see reset()) or its state's shape or dtype
           differs from the parameter's.
-        - RuntimeError: this optimizer is already inside update() in another thread (use one
-          optimizer per thread).
+        - RuntimeError: this optimizer's step is running in another thread at this moment.
+          Use one optimizer per thread: the rest of update() is not guarded, so sharing one
+          between threads can lose a step.
         """
         # The hot path, with no call that is not needed. (One optimizer used from two threads:
         # the plan raises RuntimeError while a step runs; the rest of update() is not guarded

@@ -14,7 +14,7 @@ import fastopt
 import fastopt.optimizers
 import fastopt.reference as reference
 from fastopt import _kernels
-from fastopt.testing import assert_bitwise_equal, assert_dict_bitwise_equal
+from fastopt.testing import assert_bitwise_equal
 
 THREADS_AVAILABLE = fastopt.build_info()["openmp"]
 
