@@ -39,6 +39,13 @@ static inline void fo_get_fp_environment(fo_fp_environment *e) { fegetenv(e); }
 static inline void fo_set_fp_environment(const fo_fp_environment *e) { fesetenv(e); }
 #endif
 
+/* In a worker: keep its own environment in *own and take the caller's. */
+static inline void fo_adopt_fp_environment(const fo_fp_environment *caller, fo_fp_environment *own)
+{
+    fo_get_fp_environment(own);
+    fo_set_fp_environment(caller);
+}
+
 /* ---- CPU features ------------------------------------------------------------------------- */
 
 #ifdef FASTOPT_X86
@@ -229,8 +236,6 @@ int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *size
     return cost;
 }
 
-/* ---- the step ---------------------------------------------------------------------------- */
-
 /* ---- the registry ------------------------------------------------------------------------- */
 
 #define FO_COUNT_COEFFICIENT(name) +1
@@ -259,6 +264,8 @@ static size_t item_size(int dtype)
 {
     return (size_t)dtype_info[dtype].item_size;
 }
+
+/* ---- the step ---------------------------------------------------------------------------- */
 
 /* The tensor holding element begin of the concatenated run: the last t with offset[t] <= begin. */
 static int64_t tensor_at(const fastopt_plan *plan, int64_t begin)
@@ -333,8 +340,7 @@ void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
 #pragma omp parallel num_threads(threads)
         {
             fo_fp_environment own;
-            fo_get_fp_environment(&own);
-            fo_set_fp_environment(&caller);
+            fo_adopt_fp_environment(&caller, &own);
             const int64_t share = omp_get_num_threads(), me = omp_get_thread_num();
             const int64_t begin = (total * me / share) & ~(int64_t)15;
             const int64_t end = me + 1 == share ? total : (total * (me + 1) / share) & ~(int64_t)15;
@@ -423,18 +429,18 @@ static int any_nonfinite(const fastopt_plan *plan)
     return 0;
 }
 
-/* Single-thread cost of the pass per element in picoseconds, to decide on threads like a step
- * (a read of the gradient and two floating-point operations: about SGD's cost). */
-static const int64_t sum_of_squares_cost[FASTOPT_NUM_DTYPES] = {100, 250};
 
 double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int *nonfinite)
 {
     const fastopt_sum_squares_fn *sum_squares = units[fastopt_simd_active()]->sum_squares;
     const int64_t n_blocks = fastopt_reduce_blocks(plan->offset[plan->n_tensors]);
 #ifdef _OPENMP
+    /* Threads as for a step whose single-thread cost is SGD's (a read of the gradient and two
+     * floating-point operations per element, like SGD's arithmetic). */
     int64_t cost = 0;
     for (int64_t t = 0; t < plan->n_tensors; ++t)
-        cost += (plan->offset[t + 1] - plan->offset[t]) * sum_of_squares_cost[plan->dtype[t]];
+        cost += (plan->offset[t + 1] - plan->offset[t])
+                * element_cost[FASTOPT_KERNEL_sgd][plan->dtype[t]];
     const int threads = fastopt_get_num_threads();
     if (threads > 1 && n_blocks > 1 && cost >= parallel_threshold) {
         /* Whole blocks per thread: each block sum is the same whoever computes it (in the
@@ -444,8 +450,7 @@ double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int 
 #pragma omp parallel num_threads(threads)
         {
             fo_fp_environment own;
-            fo_get_fp_environment(&own);
-            fo_set_fp_environment(&caller);
+            fo_adopt_fp_environment(&caller, &own);
 #pragma omp for schedule(static)
             for (int64_t b = 0; b < n_blocks; ++b)
                 block_sums[b] = block_sum_of_squares(sum_squares, plan, b);

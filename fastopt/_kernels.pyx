@@ -20,6 +20,8 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memset
 
+import collections
+
 import numpy as np
 cimport numpy as cnp
 
@@ -81,17 +83,9 @@ cdef extern from "fastopt.h" nogil:
 
 # ---- the registry ------------------------------------------------------------------------------
 
-class Kernel(tuple):
-    """A kernel of the C registry: (id, n_states, coefficient_names)."""
-    __slots__ = ()
-
-    def __new__(cls, id, n_states, coefficient_names):
-        return tuple.__new__(cls, (id, n_states, coefficient_names))
-
-    id = property(lambda self: self[0], doc="index in the C registry")
-    n_states = property(lambda self: self[1], doc="number of state arrays")
-    coefficient_names = property(lambda self: self[2],
-                                 doc="names of the coefficients, in the order step() takes them")
+# A kernel of the C registry: its index there, its number of state arrays and the names of its
+# coefficients, in the order step() takes them.
+Kernel = collections.namedtuple("Kernel", ["id", "n_states", "coefficient_names"])
 
 
 def _read_registry():
@@ -106,18 +100,18 @@ def _read_registry():
             raise ImportError(f"fastopt: the C registry entry of {info.name.decode()} is "
                               f"inconsistent")
         kernels[info.name.decode()] = Kernel(k, info.n_states, names)
-    # NumPy type number -> dtype row of the C table; the NumPy dtype of each row by its name.
-    dtypes = {np.dtype(fastopt_dtype(d).numpy_name.decode()).num: d
-              for d in range(FASTOPT_NUM_DTYPES)}
+    # The NumPy dtype of each row of the C dtype table, by its name.
+    dtypes = tuple(np.dtype(fastopt_dtype(d).numpy_name.decode())
+                   for d in range(FASTOPT_NUM_DTYPES))
     return kernels, dtypes
 
 
 MAX_THREADS = FASTOPT_MAX_THREADS  # most threads set_num_threads accepts
 
 # name -> Kernel(id, n_states, coefficient_names), as csrc/fastopt.h registers them
-KERNELS, _DTYPE_ROW_BY_TYPENUM = _read_registry()
-# the NumPy dtypes the kernels take, in the order of the C dtype table
-DTYPES = tuple(np.dtype(fastopt_dtype(d).numpy_name.decode()) for d in range(FASTOPT_NUM_DTYPES))
+# DTYPES: the NumPy dtypes the kernels take, in the order of the C dtype table
+KERNELS, DTYPES = _read_registry()
+_DTYPE_ROW_BY_TYPENUM = {dtype.num: row for row, dtype in enumerate(DTYPES)}
 
 cdef int _dtype_row(cnp.ndarray a):
     """The C dtype row of a's dtype, or -1 if the kernels do not take it (or byte-swapped)."""
@@ -584,7 +578,6 @@ cdef class Plan:
     cdef Py_ssize_t _overlapping_written(self, cnp.ndarray a) except -2:
         """The index of the first written array that shares memory with a, or -1. Exact:
         numpy.shares_memory on the arrays whose extents intersect a's."""
-        cdef Py_ssize_t index
         for first, second in bounds_overlapping(self.written + [a]):
             if second == len(self.written) and np.shares_memory(self.written[first], a):
                 return first

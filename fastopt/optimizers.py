@@ -387,8 +387,16 @@ def _overlap_error(first, second):
                       f"its own gradient and state, so they must not overlap")
 
 
+def flat_order(array):
+    """The order in which an array's elements enter a concatenated run: Fortran order for an
+    array that is Fortran-contiguous but not C-contiguous, C order otherwise. The state arrays
+    are laid out this way, so the plan reads parameter and state in one flat order, and the
+    reduction pass reads gradients in it (fastopt.reference spells the same rule out)."""
+    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+
+
 def _zeros_like_layout(array):
-    order = "F" if (array.flags.f_contiguous and not array.flags.c_contiguous) else "C"
+    order = flat_order(array)
     return np.zeros(array.shape, dtype=array.dtype, order=order)
 
 

@@ -11,18 +11,9 @@ import math
 import numpy as np
 
 from . import _kernels
-from .optimizers import _describe
+from .optimizers import _DTYPE_NAMES, _describe, flat_order
 
 __all__ = ["global_norm"]
-
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def flat_order(array):
-    """The order in which an array's elements enter a concatenated run: Fortran order for an
-    array that is Fortran-contiguous but not C-contiguous, C order otherwise (the rule the
-    optimizers' plans follow too)."""
-    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
 
 
 def global_norm(grads):
@@ -55,9 +46,9 @@ def global_norm(grads):
             value = np.asarray(value)
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray, got {_describe(value)}")
-        if value.dtype not in _DTYPES:
-            raise TypeError(f"{name} has dtype {value.dtype}; global_norm takes float32 and "
-                            f"float64 arrays in native byte order")
+        if value.dtype not in _kernels.DTYPES:
+            raise TypeError(f"{name} has dtype {value.dtype}; global_norm takes "
+                            f"{_DTYPE_NAMES} arrays in native byte order")
         # A copy only for an array that is not contiguous (or not aligned) in its flat order.
         arrays.append(np.require(value, requirements=(flat_order(value), "A")))
     total, _ = _kernels.sum_of_squares(tuple(arrays))
