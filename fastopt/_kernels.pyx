@@ -12,12 +12,13 @@ arrays overlap is decided here and only here (Plan.overlap, Plan.step's DECLINED
 The kernels, their state and coefficient counts and the dtypes come from the C registry
 (csrc/fastopt.h) at import: KERNELS and DTYPES.
 """
+cimport cython
 from cpython.dict cimport PyDict_CheckExact, PyDict_GetItemWithError, PyDict_Next
 from cpython.exc cimport PyErr_Clear
 from cpython.ref cimport Py_XDECREF, Py_XINCREF
 from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport INT64_MAX, int64_t, uintptr_t
 from libc.string cimport memset
 
 import collections
@@ -656,14 +657,19 @@ cdef class Plan:
         coefficients: a tuple or list of this step's scalars in double, as many as the kernel
         has, in the order of KERNELS[kernel].coefficient_names (ValueError otherwise).
         """
+        return self._run(params, grads, coefficients)
+
+    cdef int _run(self, object params, object grads, object coefficients) except -1:
+        """step(), for Cython callers. Between its start and its return no Python code runs
+        (no bytecode: a signal handler cannot interrupt it), except reading the coefficients
+        and the keys' hash and equality, before anything is written."""
         cdef double c[FASTOPT_MAX_COEFFICIENTS]
         cdef Py_ssize_t i
         cdef int reason
         if self.busy:
-            raise RuntimeError("this optimizer is already running update() in another thread; "
-                               "use one optimizer per thread")
-        # Busy from here: what follows may run Python code (reading coefficients, copying a
-        # gradient), and another thread must not get in and rebind the pointers meanwhile.
+            raise RuntimeError(_BUSY_MESSAGE)
+        # Busy from here: what follows may run Python code (reading coefficients), and another
+        # thread must not get in and rebind the pointers meanwhile.
         self.busy = True
         try:
             if not self.ready:
@@ -681,12 +687,15 @@ cdef class Plan:
             reason = self._bind_grads(<dict>params, <dict>grads)
             if reason != _STEP_RAN:
                 return reason
+            # Staged parameters are copied in and out through NumPy's C API, not np.copyto:
+            # calling into Python between the kernel and the copy back would let a signal
+            # handler (Ctrl-C) leave the state updated and the parameter not.
             for i in self.staged:
-                np.copyto(self.targets[i], self.params[i])
+                cnp.PyArray_CopyInto(<cnp.ndarray>self.targets[i], <cnp.ndarray>self.params[i])
             with nogil:
                 fastopt_run(self.kernel_id, &self.plan, c)
             for i in self.staged:
-                np.copyto(self.params[i], self.targets[i])
+                cnp.PyArray_CopyInto(<cnp.ndarray>self.params[i], <cnp.ndarray>self.targets[i])
         finally:
             self._release_grads()
             self.busy = False
@@ -732,3 +741,107 @@ cdef class Plan:
             self.grad_ptr[i] = cnp.PyArray_DATA(g)
         self.declined_index = -1
         return _STEP_RAN
+
+
+# ---- the optimizer's core ----------------------------------------------------------------------
+
+@cython.final
+cdef class Core:
+    """What one optimizer's update() changes, kept together: the step counter, the state and
+    the plan (each fastopt.optimizers.Optimizer holds one, as _core). update() below and the
+    slow path (Optimizer._validate_and_step, which holds the core) are the only writers; see
+    update() for the guarantees."""
+    cdef readonly int64_t step   # steps taken
+    cdef readonly object state   # None, or the optimizer's state (its own structure)
+    cdef readonly object plan    # None, or the Plan of the last step
+    cdef bint busy
+
+    def __cinit__(self):
+        self.step = 0
+        self.state = None
+        self.plan = None
+        self.busy = False
+
+    def hold(self):
+        """Mark the core busy for a change that must not overlap an update (the slow path,
+        reset, load_state_dict): RuntimeError if it is busy already. Pair with release() in a
+        finally."""
+        if self.busy:
+            raise RuntimeError(_BUSY_MESSAGE)
+        self.busy = True
+
+    def release(self):
+        self.busy = False
+
+    def commit(self, Plan plan, state, params, grads, coefficients, int64_t step):
+        """For the holder of the core: run plan on the validated params and grads; if it ran,
+        make plan, state and step the optimizer's (with no Python code since the kernel) and
+        return STEP_RAN, else return the plan's reason (nothing changed)."""
+        if not self.busy:
+            raise RuntimeError("Core.commit() needs hold()")
+        cdef int reason = plan._run(params, grads, coefficients)
+        if reason == _STEP_RAN:
+            self.plan = plan
+            self.state = state
+            self.step = step
+        return reason
+
+    def replace(self, int64_t step, state):
+        """For the holder of the core: a new step count and state, and no plan (reset(),
+        load_state_dict())."""
+        if not self.busy:
+            raise RuntimeError("Core.replace() needs hold()")
+        if step < 0:
+            raise ValueError("the step count must be >= 0")
+        self.step = step
+        self.state = state
+        self.plan = None
+
+
+def update(optimizer, params, grads):
+    """Apply one step to every array in params, in place; return None.
+
+    params: dict of name -> writeable float32 or float64 numpy.ndarray (native byte order, any
+    shape and layout), updated in place. grads: dict with the same names -> arrays of the same
+    shape and dtype (a NumPy float scalar for a 0-d parameter), never modified. The first
+    update() creates the optimizer state for exactly the keys of params.
+
+    All or nothing: an update() that raises has modified nothing (parameters, state, step
+    count), and one interrupted by Ctrl-C (KeyboardInterrupt) has made the whole step or none
+    of it: the step count (and, at the first step or after a change of arrays, the state and
+    the plan) become the optimizer's in compiled code right after the kernel ran, with no
+    Python code in between.
+    Raises:
+    - TypeError: params or grads is not a dict; a value is not a numpy.ndarray (or is a masked
+      array or numpy.matrix); a dtype is not float32/float64 in native byte order; a
+      gradient's dtype differs from its parameter's.
+    - ValueError: the keys of params and grads differ; a shape differs; a parameter is
+      read-only; two arrays the step writes or reads share memory; a key has no optimizer
+      state (added after the first update(): see reset()) or its state's shape or dtype
+      differs from the parameter's.
+    - RuntimeError: another thread is running update() on this optimizer (one optimizer per
+      thread, or a lock around update()). That call completes; this one changes nothing, so no
+      step is lost and no state is created twice.
+    """
+    # The hot path (Optimizer.update is this function): the current plan runs if params and
+    # grads fit it, else the optimizer validates, builds a plan and commits through the core.
+    cdef Core core = optimizer._core
+    if core.busy:
+        raise RuntimeError(_BUSY_MESSAGE)
+    if core.step == INT64_MAX:
+        raise OverflowError("the step counter is at its maximum, 2**63 - 1")
+    core.busy = True
+    try:
+        step = core.step + 1
+        coefficients = optimizer._coefficients(step)
+        if core.plan is not None and (<Plan>core.plan)._run(params, grads,
+                                                             coefficients) == _STEP_RAN:
+            core.step = step  # no Python code since the kernel ran
+            return
+    finally:
+        core.busy = False
+    optimizer._validate_and_step(params, grads)
+
+
+_BUSY_MESSAGE = ("this optimizer is running update() in another thread; use one optimizer per "
+                 "thread (or a lock around update())")

@@ -21,6 +21,7 @@ from . import _kernels
 
 
 _STATE_DICT_VERSION = 1
+_MAX_STEP = 2**63 - 1  # the step counter is a signed 64-bit integer (and step + 1 must fit)
 _SUPPORTED_DTYPES = _kernels.DTYPES  # the C dtype table's rows (native byte order)
 _DTYPE_NAMES = " and ".join(dtype.name for dtype in _SUPPORTED_DTYPES)  # "float32 and float64"
 EPSILON = 1e-7  # the textbook's constant, added to sqrt(h) or sqrt(v)
@@ -68,6 +69,7 @@ class _Hyperparameter:
 
     def __set__(self, instance, value):
         setattr(instance, self.attribute, self.check(self.name, value))
+        instance._fixed = None  # what _coefficients derived from the old values
 
 
 def _read_only_attribute(name):
@@ -119,6 +121,9 @@ class Optimizer:
     _kernel = None
     _state_names = ()
     _hyperparameters = ()
+    # Optional: what _coefficients derives from the hyperparameters alone, computed at its first
+    # call and kept until a hyperparameter is assigned (which resets it to None).
+    _fixed = None
 
     def __init_subclass__(cls, register=True, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -137,62 +142,44 @@ class Optimizer:
         OPTIMIZERS[cls.__name__] = cls
 
     def __init__(self, **hyperparameters):
-        self._state = None  # {state name: {key: array}}, created at the first update()
-        self._step = 0
-        self._plan = None
+        # The step counter, the state ({state name: {key: array}}, created at the first
+        # update()) and the plan: kept and changed together by the core (see _kernels.Core).
+        self._core = _kernels.Core()
         for name, value in hyperparameters.items():
             setattr(self, name, value)  # validated by the _Hyperparameter descriptors
 
+    _step = property(lambda self: self._core.step)
+    _state = property(lambda self: self._core.state)
+    _plan = property(lambda self: self._core.plan)
+
     # ---- the hot path ------------------------------------------------------------------------
 
-    def update(self, params, grads):
-        """Apply one step to every array in params, in place; return None.
+    # Compiled: it calls _coefficients(step), runs the current plan if params and grads fit it,
+    # and counts the step; otherwise it calls _validate_and_step. Its docstring says the rest.
+    update = _kernels.update
 
-        params: dict of name -> writeable float32 or float64 numpy.ndarray (native byte order,
-        any shape and layout), updated in place. grads: dict with the same names -> arrays of
-        the same shape and dtype (a NumPy float scalar for a 0-d parameter), never modified.
-        The first update() creates the optimizer state for exactly the keys of params.
-
-        Raises, before anything is modified (parameters, state, step count):
-        - TypeError: params or grads is not a dict; a value is not a numpy.ndarray; a dtype is
-          not float32/float64 in native byte order; a gradient's dtype differs from its
-          parameter's.
-        - ValueError: the keys of params and grads differ; a shape differs; a parameter is
-          read-only; two arrays the step writes or reads share memory; a key has no optimizer
-          state (added after the first update(): see reset()) or its state's shape or dtype
-          differs from the parameter's.
-        - RuntimeError: this optimizer's step is running in another thread at this moment.
-          Use one optimizer per thread: the rest of update() is not guarded, so sharing one
-          between threads can lose a step.
-        """
-        # The hot path, with no call that is not needed. (One optimizer used from two threads:
-        # the plan raises RuntimeError while a step runs; the rest of update() is not guarded
-        # yet, so such use can still lose a step: a lock here costs ~80 ns a call.)
-        step = self._step + 1
-        coefficients = self._coefficients(step)
-        plan = self._plan
-        # The plan takes plain dicts only (a subclass always takes the slow path).
-        if plan is None or plan.step(params, grads, coefficients):  # 0 (STEP_RAN): it ran
-            self._validate_and_step(params, grads, coefficients)
-        self._step = step
-
-    def _validate_and_step(self, params, grads, coefficients):
-        """The slow path of update(): validate in full, build or reuse a plan, run the step."""
-        # Declined (or no plan yet): validate in full, which raises for bad input, and run
-        # on a plan that fits; the plan alone decides whether arrays overlap. The step runs
-        # on the very objects validated (a snapshot of both dicts, read once through
-        # params[key]), whatever other threads do to the dicts meanwhile.
-        params, grads = _validate(params, grads)
-        plan, state = self._prepare(params, grads)
-        reason = plan.step(params, grads, coefficients)
+    def _validate_and_step(self, params, grads):
+        """The slow path of update(), holding the core: validate in full, which raises for bad
+        input, build or reuse a plan, run the step and commit it."""
+        core = self._core
+        core.hold()
+        try:
+            # The plan alone decides whether arrays overlap. The step runs on the very objects
+            # validated (a snapshot of both dicts, read once through params[key]), whatever
+            # other threads do to the dicts meanwhile.
+            params, grads = _validate(params, grads)
+            plan, state = self._prepare(params, grads)
+            step = core.step + 1
+            # Only if the step runs do the new state and plan become the optimizer's.
+            reason = core.commit(plan, state, params, grads, self._coefficients(step), step)
+        finally:
+            core.release()
         if reason == _kernels.DECLINED_OVERLAP:
             key = plan.keys[plan.declined_index]
             raise _overlap_error(plan.written_name(plan.overlapping_index), f"grads[{key!r}]")
         if reason != _kernels.STEP_RAN:
             raise AssertionError(f"fastopt: a validated plan declined to run (reason "
                                  f"{reason}); please report")
-        # Only now that the step ran: a new state and plan become the optimizer's.
-        self._state, self._plan = state, plan
 
     def _coefficients(self, step):
         raise NotImplementedError
@@ -200,10 +187,14 @@ class Optimizer:
     def reset(self):
         """Forget the optimizer state and the step count, keeping the hyperparameters: the next
         update() starts afresh, as a new optimizer would, and creates the state for the keys
-        it is given (the way to add or remove parameters after the first update())."""
-        self._state = None
-        self._step = 0
-        self._plan = None
+        it is given (the way to add or remove parameters after the first update()).
+        RuntimeError if update() is running in another thread."""
+        core = self._core
+        core.hold()
+        try:
+            core.replace(0, None)
+        finally:
+            core.release()
 
     # ---- validation --------------------------------------------------------------------------
 
@@ -266,7 +257,8 @@ class Optimizer:
     def load_state_dict(self, state_dict):
         """Restore what state_dict() returned (the arrays are copied). The next update()
         continues the run bit for bit. Raises TypeError or ValueError and changes nothing if
-        state_dict does not fit this optimizer."""
+        state_dict does not fit this optimizer; RuntimeError if update() is running in another
+        thread."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {_describe(state_dict)}")
         expected = {"optimizer", "version", "hyperparameters", "step", "state"}
@@ -288,12 +280,14 @@ class Optimizer:
         checked = {name: getattr(type(self), name).check(name, value)
                    for name, value in hyper.items()}
         step = state_dict["step"]
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise ValueError(f"state_dict['step'] must be an integer >= 0, got {step!r}")
+        if (isinstance(step, bool) or not isinstance(step, numbers.Integral)
+                or not 0 <= step < _MAX_STEP):
+            raise ValueError(f"state_dict['step'] must be an integer >= 0 and < 2**63 - 1, "
+                             f"got {step!r}")
         step = int(step)
         # The next update() computes its coefficients from step + 1: that must be possible
         # (beta**step overflows for a step such as 2**1024), or every later update would fail.
-        probe = object.__new__(type(self))
+        probe = object.__new__(type(self))  # not __init__'d: _coefficients reads hyperparameters only
         Optimizer.__init__(probe, **checked)
         try:
             coefficients = probe._coefficients(step + 1)
@@ -304,11 +298,14 @@ class Optimizer:
                              f"coefficients cannot be computed from it")
         state = _load_state(state_dict["state"], self._state_names)
 
-        for name, value in checked.items():
-            setattr(self, name, value)
-        self._step = step
-        self._state = state
-        self._plan = None
+        core = self._core
+        core.hold()  # RuntimeError if update() is running in another thread
+        try:
+            for name, value in checked.items():
+                setattr(self, name, value)
+            core.replace(step, state)
+        finally:
+            core.release()
 
     def __getstate__(self):
         return self.state_dict()
@@ -494,8 +491,11 @@ class Nesterov(_VelocityOptimizer):
     _kernel = "nesterov"
 
     def _coefficients(self, step):
-        momentum, lr = self._momentum, self._lr
-        return (momentum, lr, momentum * momentum, (1 + momentum) * lr)
+        fixed = self._fixed
+        if fixed is None:
+            momentum, lr = self._momentum, self._lr
+            fixed = self._fixed = (momentum, lr, momentum * momentum, (1 + momentum) * lr)
+        return fixed
 
 
 class AdaGrad(Optimizer):
@@ -542,8 +542,11 @@ class RMSprop(Optimizer):
         super().__init__(lr=lr, decay_rate=decay_rate)
 
     def _coefficients(self, step):
-        decay_rate = self._decay_rate
-        return (decay_rate, 1 - decay_rate, self._lr, EPSILON)
+        fixed = self._fixed
+        if fixed is None:
+            decay_rate = self._decay_rate
+            fixed = self._fixed = (decay_rate, 1 - decay_rate, self._lr, EPSILON)
+        return fixed
 
 
 class Adam(Optimizer):
@@ -579,7 +582,10 @@ class Adam(Optimizer):
     def _coefficients(self, step):
         beta1, beta2 = self._beta1, self._beta2
         lr_t = self._lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
-        return (1 - beta1, 1 - beta2, lr_t, EPSILON)
+        fixed = self._fixed
+        if fixed is None:
+            fixed = self._fixed = (1 - beta1, 1 - beta2)
+        return (fixed[0], fixed[1], lr_t, EPSILON)
 
 
 __all__ = ["Optimizer", *OPTIMIZERS]

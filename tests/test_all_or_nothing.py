@@ -1,11 +1,14 @@
 """update() is all or nothing (issue H): what slipped past the plan before. Each test failed on
-the code before the fix. (One optimizer from two threads, the Ctrl-C half step and NumPy-scalar
-hyperparameters are not covered yet: issue H stays open for them.)"""
+the code before the fix."""
 import copy
 import ctypes
 import ctypes.util
+import os
 import platform
+import signal
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -100,24 +103,42 @@ def test_the_step_uses_the_objects_validated(monkeypatch):
     assert_bitwise_equal(params["w"], np.full(8, 0.5))
 
 
+def test_load_state_dict_rejects_a_step_whose_coefficients_cannot_be_computed():
+    class Doubling(fastopt.SGD, register=False):
+        """SGD whose learning rate doubles every step: 2.0**step overflows past 1023."""
+
+        def _coefficients(self, step):
+            return (self._lr * 2.0**step,)
+
+    opt = Doubling()
+    opt.update({"w": np.ones(2)}, {"w": np.ones(2)})
+    state = opt.state_dict()
+    opt.load_state_dict(dict(state, step=1000))
+    with pytest.raises(ValueError, match=r"state_dict\['step'\] = 1023 is too large: the next "
+                                         r"update's coefficients cannot be computed"):
+        opt.load_state_dict(dict(state, step=1023))
+    assert opt.state_dict()["step"] == 1000
+
+
 def test_load_state_dict_rejects_unusable_steps_and_versions():
     opt = fastopt.Adam()
     params, grads = {"w": np.ones(3)}, {"w": np.ones(3)}
     opt.update(params, grads)
     before = copy.deepcopy(opt.state_dict())
-    for step in (2**1024, 10**400):
+    for step in (2**1024, 10**400, 2**63 - 1, -1):
         bad = dict(before, step=step)
-        with pytest.raises(ValueError, match=r"state_dict\['step'\] = \d+ is too large: the "
-                                             r"next update's coefficients cannot be computed"):
+        with pytest.raises(ValueError, match=r"state_dict\['step'\] must be an integer >= 0 "
+                                             r"and < 2\*\*63 - 1"):
             opt.load_state_dict(bad)
+        assert opt.state_dict()["step"] == 1
     for version in (True, 1.0, 1 + 0j, "1"):
         with pytest.raises(ValueError, match=r"state_dict version .* is not supported"):
             opt.load_state_dict(dict(before, version=version))
     assert opt.iter == 1 and opt.state_dict()["step"] == 1
     assert_bitwise_equal(opt.m["w"], before["state"]["m"]["w"])
-    opt.load_state_dict(dict(before, step=10**300, version=np.int64(1)))  # far, but computable
+    opt.load_state_dict(dict(before, step=2**63 - 2, version=np.int64(1)))  # the last step
     opt.update(params, grads)
-    assert opt.iter == 10**300 + 1
+    assert opt.iter == 2**63 - 1
 
 
 @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
@@ -209,3 +230,158 @@ def test_workers_compute_in_the_callers_flush_to_zero_mode(simd):
     assert np.count_nonzero(expected["w"]) < tiny.size  # FTZ/DAZ did flush in NumPy
     for threads, result in zip((1, 2, 3), results):
         assert_bitwise_equal(result, expected["w"], f"{threads} threads")
+
+
+# ---- one optimizer, two threads -----------------------------------------------------------------
+
+def _hammer(opt, params, grads, calls, threads=2):
+    """Call opt.update from several threads at once; return (steps that ran, RuntimeErrors)."""
+    ran, refused = [0] * threads, [0] * threads
+    start = threading.Barrier(threads)
+
+    def work(me):
+        start.wait()
+        for _ in range(calls):
+            try:
+                opt.update(params, grads)
+                ran[me] += 1
+            except RuntimeError as error:
+                assert "running update() in another thread" in str(error)
+                refused[me] += 1
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=work, args=(me,)) for me in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(previous)
+    return sum(ran), sum(refused)
+
+
+def test_one_optimizer_from_two_threads_loses_no_step():
+    """Each call either runs a whole step or raises RuntimeError having changed nothing: the
+    step count is the number of calls that returned, and the numbers are those of that many
+    sequential steps."""
+    params = {"w": np.linspace(-1, 1, 10)}
+    grads = {"w": np.linspace(0.5, -0.5, 10)}
+    opt = fastopt.Adam()
+    ran, refused = _hammer(opt, params, grads, calls=400)
+    assert ran + refused == 800 and ran > 0
+    assert opt.iter == ran
+    expected = {"w": np.linspace(-1, 1, 10)}
+    twin = reference.Adam()
+    for _ in range(ran):
+        twin.update(expected, grads)
+    assert_bitwise_equal(params["w"], expected["w"])
+    assert_bitwise_equal(opt.m["w"], twin.m["w"])
+
+
+def test_two_first_calls_from_two_threads_create_one_state():
+    """The slow path (validation, state creation, a new plan) is guarded too."""
+    for _ in range(3):
+        params = {"w": np.ones(200_000)}
+        grads = {"w": np.full(200_000, 0.25)}
+        opt = fastopt.Momentum(lr=1.0, momentum=0.5)
+        ran, refused = _hammer(opt, params, grads, calls=3)
+        assert ran + refused == 6 and ran > 0
+        expected = {"w": np.ones(200_000)}
+        twin = reference.Momentum(lr=1.0, momentum=0.5)
+        for _ in range(ran):
+            twin.update(expected, grads)
+        assert_bitwise_equal(params["w"], expected["w"])
+        assert_bitwise_equal(opt.v["w"], twin.v["w"])
+
+
+def test_reset_and_load_state_dict_refuse_while_an_update_runs():
+    opt = fastopt.SGD(lr=1.0)
+    params, grads = {"w": np.ones(4)}, {"w": np.ones(4)}
+    opt.update(params, grads)
+    state = opt.state_dict()
+    entered, leave = threading.Event(), threading.Event()
+    coefficients = opt._coefficients
+
+    def slow_coefficients(step):  # this instance's only (load_state_dict computes some too)
+        entered.set()
+        assert leave.wait(10)
+        return coefficients(step)
+
+    opt._coefficients = slow_coefficients
+    worker = threading.Thread(target=opt.update, args=(params, grads))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        for call in (opt.reset, lambda: opt.load_state_dict(state),
+                     lambda: opt.update(params, grads)):
+            with pytest.raises(RuntimeError, match="running update\\(\\) in another thread"):
+                call()
+    finally:
+        leave.set()
+        worker.join()
+    assert opt.state_dict()["step"] == 2
+    assert_bitwise_equal(params["w"], np.full(4, -1.0))
+
+
+# ---- Ctrl-C -------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_ctrl_c_leaves_the_whole_step_or_none_of_it(layout):
+    """SIGINT at random moments of the second update(): afterwards the optimizer and the
+    parameter hold exactly the state after step 1 or exactly the state after step 2. (Before
+    the fix: the step count stayed behind, or a strided parameter was not written back.)"""
+    n = 2_000_000
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal(n).astype(np.float32)
+    grads = {"w": rng.standard_normal(n).astype(np.float32)}
+    after = []  # (params, m, v) after steps 1 and 2 of the reference
+    twin, expected = reference.Adam(), {"w": start.copy()}
+    for _ in range(2):
+        twin.update(expected, grads)
+        after.append((expected["w"].copy(), twin.m["w"].copy(), twin.v["w"].copy()))
+    # How long a step takes here, to spread the signals over it.
+    timing = fastopt.Adam()
+    probe = {"w": start.copy()}
+    timing.update(probe, grads)
+    begin = time.perf_counter()
+    timing.update(probe, grads)
+    step_seconds = time.perf_counter() - begin
+    main = threading.main_thread().ident
+    outcomes = set()
+    for trial in range(12):
+        buffer = np.zeros(2 * n, np.float32)
+        weights = buffer[::2] if layout == "strided" else buffer[:n]
+        weights[...] = start
+        params = {"w": weights}
+        opt = fastopt.Adam()
+        opt.update(params, grads)
+        armed, lock = [True], threading.Lock()
+
+        def interrupt():
+            with lock:
+                if armed[0]:
+                    signal.pthread_kill(main, signal.SIGINT)
+
+        timer = threading.Timer(step_seconds * trial / 10, interrupt)
+        try:
+            timer.start()
+            opt.update(params, grads)
+            with lock:  # from here on no signal is sent; one sent before lands in this block
+                armed[0] = False
+            time.sleep(0.001)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            timer.cancel()
+            timer.join()
+        steps = opt.iter
+        assert steps in (1, 2)
+        outcomes.add(steps)
+        expected_w, expected_m, expected_v = after[steps - 1]
+        assert_bitwise_equal(params["w"], expected_w, f"trial {trial}: params after {steps}")
+        assert_bitwise_equal(opt.m["w"], expected_m, f"trial {trial}: m after {steps}")
+        assert_bitwise_equal(opt.v["w"], expected_v, f"trial {trial}: v after {steps}")
+    assert outcomes  # (which outcomes occur depends on timing)

@@ -425,7 +425,7 @@ def test_a_plan_runs_one_step_at_a_time_and_is_built_once():
     worker.start()
     try:
         assert entered.wait(10)
-        with pytest.raises(RuntimeError, match="already running update"):
+        with pytest.raises(RuntimeError, match=r"is running update\(\) in another thread"):
             plan.step(params, grads, (0.1,))
     finally:
         release.set()
