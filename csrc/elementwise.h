@@ -77,14 +77,20 @@ static inline void FO_NAME(rmsprop_element)(const FO_NAME(rmsprop_coefficients) 
  * difference in float64 and rounds it to REAL once. For REAL = double the casts are no-ops.
  * In two stages, which loops.h may run as two passes over a block: the moments, returning the
  * denominator sqrt(v) + 1e-7, then the parameter from the new m and that denominator. */
+static inline REAL FO_NAME(adam_moments)(REAL one_minus_beta1, REAL one_minus_beta2,
+                                         REAL epsilon, REAL g, REAL *m, REAL *v)
+{
+    REAL first = *m + one_minus_beta1 * (g - *m);
+    REAL second = *v + one_minus_beta2 * (g * g - *v);
+    *m = first;
+    *v = second;
+    return FO_SQRT(second) + epsilon;
+}
+
 static inline REAL FO_NAME(adam_states)(const FO_NAME(adam_coefficients) *k, REAL g, REAL *m,
                                         REAL *v)
 {
-    REAL first = *m + k->one_minus_beta1 * (g - *m);
-    REAL second = *v + k->one_minus_beta2 * (g * g - *v);
-    *m = first;
-    *v = second;
-    return FO_SQRT(second) + k->epsilon;
+    return FO_NAME(adam_moments)(k->one_minus_beta1, k->one_minus_beta2, k->epsilon, g, m, v);
 }
 
 static inline void FO_NAME(adam_param)(const FO_NAME(adam_coefficients) *k, REAL first,
@@ -99,6 +105,28 @@ static inline void FO_NAME(adam_element)(const FO_NAME(adam_coefficients) *k, RE
 {
     REAL denominator = FO_NAME(adam_states)(k, g, m, v);
     FO_NAME(adam_param)(k, *m, denominator, p);
+}
+
+/* Adam with a float32 lr_t (NumPy float32 hyperparameters): the same moments; lr_t*m, the
+ * quotient and the difference all in REAL, as NumPy computes them when the scalar lr_t is no
+ * wider than the array. For REAL = double this is adam_param (lr_t arrives exactly). */
+static inline REAL FO_NAME(adam_lr_t_f32_states)(const FO_NAME(adam_lr_t_f32_coefficients) *k,
+                                                 REAL g, REAL *m, REAL *v)
+{
+    return FO_NAME(adam_moments)(k->one_minus_beta1, k->one_minus_beta2, k->epsilon, g, m, v);
+}
+
+static inline void FO_NAME(adam_lr_t_f32_param)(const FO_NAME(adam_lr_t_f32_coefficients) *k,
+                                                REAL first, REAL denominator, REAL *p)
+{
+    *p = *p - (k->lr_t * first) / denominator;
+}
+
+static inline void FO_NAME(adam_lr_t_f32_element)(const FO_NAME(adam_lr_t_f32_coefficients) *k,
+                                                  REAL g, REAL *p, REAL *m, REAL *v)
+{
+    REAL denominator = FO_NAME(adam_lr_t_f32_states)(k, g, m, v);
+    FO_NAME(adam_lr_t_f32_param)(k, *m, denominator, p);
 }
 
 /* The traffic-limit kernels: the same loads and stores as an optimizer with 0, 1 or 2 states,

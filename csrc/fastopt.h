@@ -33,7 +33,8 @@ extern "C" {
     X(adam, 2, f32_two_pass, 720, 1130)           \
     X(traffic0, 0, one_pass, 100, 250)            \
     X(traffic1, 1, one_pass, 190, 370)            \
-    X(traffic2, 2, one_pass, 250, 500)
+    X(traffic2, 2, one_pass, 250, 500)          \
+    X(adam_lr_t_f32, 2, f32_two_pass, 720, 1130)
 
 #define FASTOPT_COEFFICIENTS_sgd(X) X(lr)
 #define FASTOPT_COEFFICIENTS_momentum(X) X(momentum) X(lr)
@@ -42,6 +43,9 @@ extern "C" {
 #define FASTOPT_COEFFICIENTS_adagrad(X) X(lr) X(epsilon)
 #define FASTOPT_COEFFICIENTS_rmsprop(X) X(decay_rate) X(one_minus_decay_rate) X(lr) X(epsilon)
 #define FASTOPT_COEFFICIENTS_adam(X) X(one_minus_beta1) X(one_minus_beta2) X(lr_t) X(epsilon)
+/* Adam when NumPy-scalar hyperparameters make lr_t a float32 (or narrower) scalar: with float32
+ * arrays, the reference's last line then runs in float32, not float64. */
+#define FASTOPT_COEFFICIENTS_adam_lr_t_f32(X) FASTOPT_COEFFICIENTS_adam(X)
 #define FASTOPT_COEFFICIENTS_traffic0(X)
 #define FASTOPT_COEFFICIENTS_traffic1(X)
 #define FASTOPT_COEFFICIENTS_traffic2(X)

@@ -351,6 +351,7 @@ cdef class Plan:
     cdef int n_states
     cdef int n_coefficients
     cdef Py_ssize_t n
+    cdef readonly str kernel    # its name in KERNELS
     cdef readonly tuple keys
     cdef readonly tuple params  # the caller's arrays, checked for identity every step
     cdef readonly tuple state_names
@@ -436,6 +437,7 @@ cdef class Plan:
         if len(params) != n or len(states) != n:
             raise ValueError("keys, params and states must have the same length")
         entry = KERNELS[kernel]
+        self.kernel = kernel
         self.kernel_id, self.n_states = entry.id, entry.n_states
         self.n_coefficients = len(entry.coefficient_names)
         if state_names and len(state_names) != self.n_states:
@@ -762,6 +764,11 @@ cdef class Core:
         self.plan = None
         self.busy = False
 
+    def drop_plan(self):
+        """Forget the plan (the hyperparameters' types changed: the next update() validates
+        and plans afresh). A step running in another thread keeps its own reference."""
+        self.plan = None
+
     def hold(self):
         """Mark the core busy for a change that must not overlap an update (the slow path,
         reset, load_state_dict): RuntimeError if it is busy already. Pair with release() in a
@@ -834,8 +841,8 @@ def update(optimizer, params, grads):
     try:
         step = core.step + 1
         coefficients = optimizer._coefficients(step)
-        if core.plan is not None and (<Plan>core.plan)._run(params, grads,
-                                                             coefficients) == _STEP_RAN:
+        plan = core.plan  # a reference of our own while it runs
+        if plan is not None and (<Plan>plan)._run(params, grads, coefficients) == _STEP_RAN:
             core.step = step  # no Python code since the kernel ran
             return
     finally:

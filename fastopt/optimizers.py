@@ -28,10 +28,22 @@ EPSILON = 1e-7  # the textbook's constant, added to sqrt(h) or sqrt(v)
 
 
 def _check_real(name, value):
+    """value as a Python float, or as a NumPy float16/float32/float64 scalar if it is a NumPy
+    scalar (NumPy integers become float64); TypeError naming name otherwise."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    # Stored as a Python float: the coefficients are then computed in double and rounded to the
-    # array's dtype, as with the textbook's float literals.
+    if isinstance(value, np.generic):
+        # A NumPy scalar keeps its dtype (NEP 50): the reference computes its coefficients in
+        # that dtype, and an array operation with it in the wider of the two dtypes.
+        if isinstance(value, np.integer):
+            return np.float64(value)  # what NumPy computes with an integer meeting a float array
+        if value.dtype.itemsize > 8:
+            raise TypeError(f"{name} is a numpy.{value.dtype.name} scalar; fastopt computes in "
+                            f"float32 and float64: pass a Python float or a NumPy float16, "
+                            f"float32 or float64 scalar")
+        return value
+    # A Python float: the coefficients are then computed in double and rounded to the array's
+    # dtype, as with the textbook's float literals.
     return float(value)
 
 
@@ -43,8 +55,9 @@ def _describe(value):
 
 class _Hyperparameter:
     """A validated constructor argument that stays assignable (opt.lr = 0.001 works): a real
-    number in [low, high) (high = inf: any finite number >= low), stored as a Python float.
-    The range is data, so tests generate the values it must reject."""
+    number in [low, high) (high = inf: any finite number >= low), stored as a Python float, or
+    as the NumPy scalar it is (see _check_real). The range is data, so tests generate the
+    values it must reject."""
 
     def __init__(self, low=0.0, high=math.inf):
         self.low, self.high = float(low), float(high)
@@ -52,7 +65,8 @@ class _Hyperparameter:
                       else f"in [{self.low:g}, {self.high:g})")
 
     def check(self, name, value):
-        """value as a float if it is in range; TypeError or ValueError naming name if not."""
+        """value (see _check_real) if it is in range; TypeError or ValueError naming name if
+        not."""
         value = _check_real(name, value)
         if not (self.low <= value < self.high):  # also rejects NaN and, with high = inf, inf
             raise ValueError(f"{name} must be {self.valid}, got {value!r}")
@@ -68,8 +82,12 @@ class _Hyperparameter:
         return getattr(instance, self.attribute)
 
     def __set__(self, instance, value):
-        setattr(instance, self.attribute, self.check(self.name, value))
+        value = self.check(self.name, value)
+        changed_type = type(value) is not type(getattr(instance, self.attribute, 0.0))
+        setattr(instance, self.attribute, value)
         instance._fixed = None  # what _coefficients derived from the old values
+        if changed_type:
+            instance._hyperparameter_types_changed()
 
 
 def _read_only_attribute(name):
@@ -124,6 +142,12 @@ class Optimizer:
     # Optional: what _coefficients derives from the hyperparameters alone, computed at its first
     # call and kept until a hyperparameter is assigned (which resets it to None).
     _fixed = None
+    # True while every hyperparameter is a Python float (the textbook's case): the class's
+    # _kernel then computes as the reference does. With NumPy scalars, see _select_kernel.
+    _plain = True
+    # The kernels that may run this optimizer, each with the names of the coefficients it
+    # multiplies in float64 even with float32 arrays (None: just _kernel, with none).
+    _kernel_variants = None
 
     def __init_subclass__(cls, register=True, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -148,6 +172,41 @@ class Optimizer:
         for name, value in hyperparameters.items():
             setattr(self, name, value)  # validated by the _Hyperparameter descriptors
 
+    def _hyperparameter_types_changed(self):
+        """A hyperparameter became (or stopped being) a NumPy scalar, or changed its dtype:
+        which kernel runs may change, so the next update() validates and plans afresh."""
+        self._plain = all(type(getattr(self, "_" + name, 0.0)) is float
+                          for name in self._hyperparameters)
+        core = self.__dict__.get("_core")
+        if core is not None:
+            core.drop_plan()
+
+    def _select_kernel(self, coefficients, params):
+        """The kernel that computes this step as the reference does given the types of the
+        coefficients (Python floats, or NumPy scalars: see _check_real) and the dtypes of
+        params; TypeError if none does (a float64 NumPy scalar with float32 arrays makes the
+        reference compute each element in float64)."""
+        if self._plain:
+            return self._kernel
+        names = _kernels.KERNELS[self._kernel].coefficient_names
+        dtypes = {}  # dtype -> the first key of that dtype
+        for key, array in params.items():
+            dtypes.setdefault(array.dtype, key)
+        for kernel, wide in self._kernel_variants or ((self._kernel, ()),):
+            if all(_computed_in(value, dtype) == (np.float64 if name in wide else dtype)
+                   for name, value in zip(names, coefficients) for dtype in dtypes):
+                return kernel
+        narrowest = min(dtypes, key=lambda dtype: dtype.itemsize)
+        wider = [f"{name} (numpy.{value.dtype.name})" for name in self._hyperparameters
+                 for value in [getattr(self, name)]
+                 if isinstance(value, np.generic) and value.dtype.itemsize > narrowest.itemsize]
+        raise TypeError(
+            f"{type(self).__name__}: {', '.join(wider) or 'a hyperparameter'} is a NumPy scalar "
+            f"wider than params[{dtypes[narrowest]!r}] ({narrowest}): the textbook's code then "
+            f"computes every element in the wider dtype and rounds the result, which fastopt's "
+            f"{narrowest} kernels do not. Pass it as a Python float (float(x)) or as a NumPy "
+            f"scalar of the arrays' dtype")
+
     _step = property(lambda self: self._core.step)
     _state = property(lambda self: self._core.state)
     _plan = property(lambda self: self._core.plan)
@@ -168,10 +227,11 @@ class Optimizer:
             # validated (a snapshot of both dicts, read once through params[key]), whatever
             # other threads do to the dicts meanwhile.
             params, grads = _validate(params, grads)
-            plan, state = self._prepare(params, grads)
             step = core.step + 1
+            coefficients = self._coefficients(step)
+            plan, state = self._prepare(params, grads, self._select_kernel(coefficients, params))
             # Only if the step runs do the new state and plan become the optimizer's.
-            reason = core.commit(plan, state, params, grads, self._coefficients(step), step)
+            reason = core.commit(plan, state, params, grads, coefficients, step)
         finally:
             core.release()
         if reason == _kernels.DECLINED_OVERLAP:
@@ -198,9 +258,9 @@ class Optimizer:
 
     # ---- validation --------------------------------------------------------------------------
 
-    def _prepare(self, params, grads):
-        """Check params against the state; return (plan, state): the plan to run (the current
-        one when the parameter arrays are the ones it was built for) and the state it updates
+    def _prepare(self, params, grads, kernel):
+        """Check params against the state; return (plan, state): the plan of kernel to run (the
+        current one when the parameter arrays are the ones it was built for) and the state it updates
         (created, not yet stored, at the first step). Raises ValueError if arrays the step writes
         share memory. params and grads have passed _validate()."""
         keys = list(params)
@@ -221,13 +281,13 @@ class Optimizer:
                             f"{params[key].dtype}, but the optimizer state {name}[{key!r}] has "
                             f"shape {array.shape} and dtype {array.dtype}")
         plan = self._plan
-        if plan is not None and plan.params_unchanged(params):
+        if plan is not None and plan.kernel == kernel and plan.params_unchanged(params):
             return plan, state
         if state is None and self._state_names:
             # Laid out like the parameter, so the kernel reads both in one flat order.
             state = {name: {key: _zeros_like_layout(params[key]) for key in params}
                      for name in self._state_names}
-        plan = _kernels.Plan(self._kernel, tuple(keys), [params[k] for k in keys],
+        plan = _kernels.Plan(kernel, tuple(keys), [params[k] for k in keys],
                              [tuple(state[name][k] for name in self._state_names) for k in keys]
                              if self._state_names else [() for _ in keys], self._state_names)
         if plan.overlap is not None:
@@ -364,6 +424,14 @@ def _validate(params, grads):
     return params_read, grads_read
 
 
+def _computed_in(coefficient, dtype):
+    """The dtype NumPy computes coefficient * (array of dtype) in: the array's for a Python
+    float (NEP 50: it adapts), the wider of the two for a NumPy scalar."""
+    if type(coefficient) is float:
+        return dtype
+    return np.result_type(dtype, coefficient.dtype)
+
+
 def _reject_array_subclass(name, value):
     """TypeError for the ndarray subclasses whose meaning an elementwise update would betray:
     a masked array (the kernel would update masked elements; the textbook's NumPy code does
@@ -432,7 +500,7 @@ def _load_state(state, state_names):
 class SGD(Optimizer):
     """Stochastic gradient descent, as the textbook's SGD: params -= lr * grads.
 
-    Arguments (stored as Python floats, assignable between steps):
+    Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
       lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
     State: none.
     """
@@ -464,7 +532,7 @@ class _VelocityOptimizer(Optimizer):
 class Momentum(_VelocityOptimizer):
     """Momentum SGD, as the textbook's Momentum: v = momentum*v - lr*grads; params += v.
 
-    Arguments (stored as Python floats, assignable between steps):
+    Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
       lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01); folded into the velocity, so a new lr acts through new gradients.
       momentum: the fraction of the velocity kept from one step to the next, in [0, 1)
         (default 0.9).
@@ -481,7 +549,7 @@ class Nesterov(_VelocityOptimizer):
     """Nesterov's accelerated gradient, in the textbook's formulation:
     v = momentum*v - lr*grads; params += momentum**2 * v - (1 + momentum) * lr * grads.
 
-    Arguments (stored as Python floats, assignable between steps):
+    Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
       lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
       momentum: the fraction of the velocity kept from one step to the next, in [0, 1)
         (default 0.9).
@@ -501,7 +569,7 @@ class Nesterov(_VelocityOptimizer):
 class AdaGrad(Optimizer):
     """AdaGrad, as the textbook's AdaGrad: h += grads**2; params -= lr*grads / (sqrt(h) + 1e-7).
 
-    Arguments (stored as Python floats, assignable between steps):
+    Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
       lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
     The 1e-7 that keeps the division finite is the textbook's constant (not an argument).
     State: .h, the sum of squared gradients per parameter (starts at 0).
@@ -524,7 +592,7 @@ class RMSprop(Optimizer):
     """RMSprop, as the textbook's RMSprop:
     h = decay_rate*h + (1-decay_rate)*grads**2; params -= lr*grads / (sqrt(h) + 1e-7).
 
-    Arguments (stored as Python floats, assignable between steps):
+    Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
       lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
       decay_rate: the fraction of h kept from one step to the next, in [0, 1) (default 0.99).
     The 1e-7 is the textbook's constant (not an argument).
@@ -554,7 +622,7 @@ class Adam(Optimizer):
     lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t); m += (1-beta1)*(grads-m);
     v += (1-beta2)*(grads**2-v); params -= lr_t * m / (sqrt(v) + 1e-7).
 
-    Arguments (stored as Python floats, assignable between steps):
+    Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
       lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.001); the bias correction is folded into lr_t.
       beta1: decay rate of the first-moment average m, in [0, 1) (default 0.9).
       beta2: decay rate of the second-moment average v, in [0, 1) (default 0.999).
@@ -579,13 +647,20 @@ class Adam(Optimizer):
                     doc="Steps taken so far (the textbook's Adam.iter); read-only: see reset() "
                         "and load_state_dict().")
 
+    # lr_t is a NumPy scalar in the reference (np.sqrt): float64 from Python floats, then
+    # multiplied in float64 with float32 arrays; float32 from float32 hyperparameters.
+    _kernel_variants = (("adam", ("lr_t",)), ("adam_lr_t_f32", ()))
+
     def _coefficients(self, step):
-        beta1, beta2 = self._beta1, self._beta2
-        lr_t = self._lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
         fixed = self._fixed
         if fixed is None:
-            fixed = self._fixed = (1 - beta1, 1 - beta2)
-        return (fixed[0], fixed[1], lr_t, EPSILON)
+            beta1, beta2 = self._beta1, self._beta2
+            # math.sqrt gives np.sqrt's bits for a Python float, faster; a NumPy scalar keeps
+            # its dtype through np.sqrt, as in the reference.
+            fixed = self._fixed = (1 - beta1, 1 - beta2, math.sqrt if self._plain else np.sqrt)
+        one_minus_beta1, one_minus_beta2, sqrt = fixed
+        lr_t = self._lr * sqrt(1.0 - self._beta2**step) / (1.0 - self._beta1**step)
+        return (one_minus_beta1, one_minus_beta2, lr_t, EPSILON)
 
 
 __all__ = ["Optimizer", *OPTIMIZERS]

@@ -94,9 +94,9 @@ def test_the_step_uses_the_objects_validated(monkeypatch):
     grads = {"w": np.full(8, 0.5)}
     prepare = fastopt.optimizers.Optimizer._prepare
 
-    def prepare_then_swap(self, validated_params, validated_grads):
+    def prepare_then_swap(self, validated_params, validated_grads, *arguments):
         grads["w"] = params["w"]  # the caller's dict now aliases the parameter
-        return prepare(self, validated_params, validated_grads)
+        return prepare(self, validated_params, validated_grads, *arguments)
 
     monkeypatch.setattr(fastopt.optimizers.Optimizer, "_prepare", prepare_then_swap)
     fastopt.SGD(lr=1.0).update(params, grads)
