@@ -10,8 +10,8 @@ would change results), never -ffast-math, never -march=native. -fno-math-errno o
 compiler that sqrt need not set errno, so it can use the sqrt instruction; values are unchanged.
 
 Environment:
-  FASTOPT_OPENMP=0|1   force OpenMP off or on (default: on where the compiler supports it,
-                       off on macOS, whose compilers ship without an OpenMP runtime)
+  FASTOPT_THREADS=0    build without worker threads (default: fastopt's own pool, on POSIX
+                       threads or Windows threads; no OpenMP runtime is needed)
   FASTOPT_SIMD_UNITS   comma-separated subset of "avx2,avx512" to compile (default: all the
                        compiler accepts for an x86-64 target)
 """
@@ -70,19 +70,16 @@ class BuildExt(build_ext):
         if not msvc and sys.platform != "win32":
             base.append("-fvisibility=hidden")
         config = {"compiler": self._compiler_name(), "flags": list(base), "simd_units": [],
-                  "openmp": False}
+                  "threads": True}
 
-        openmp_env = os.environ.get("FASTOPT_OPENMP", "")
-        want_openmp = openmp_env == "1" or (openmp_env == "" and sys.platform != "darwin")
-        if want_openmp:
-            compile_flag, link_flag = (["/openmp"], []) if msvc else (["-fopenmp"], ["-fopenmp"])
-            if _try_compile(self.compiler, base + compile_flag, "return omp_get_max_threads() < 1;",
-                            headers=["omp.h"], link_flags=link_flag):
-                base += compile_flag
-                ext.extra_link_args = list(ext.extra_link_args or []) + link_flag
-                config["openmp"] = True
-            elif openmp_env == "1":
-                raise RuntimeError("FASTOPT_OPENMP=1 but the compiler cannot build OpenMP code")
+        # Worker threads (csrc/pool.c): POSIX threads, or Windows threads; FASTOPT_THREADS=0
+        # builds a serial extension.
+        if os.environ.get("FASTOPT_THREADS", "1") == "0":
+            ext.define_macros.append(("FASTOPT_THREADS", "0"))
+            config["threads"] = False
+        elif not msvc:
+            base.append("-pthread")
+            ext.extra_link_args = list(ext.extra_link_args or []) + ["-pthread"]
 
         requested = os.environ.get("FASTOPT_SIMD_UNITS")
         units = list(SIMD_UNITS) if requested is None else [
@@ -134,7 +131,7 @@ class BuildExt(build_ext):
 
 extension = Extension(
     "fastopt._kernels",
-    sources=["fastopt/_kernels.pyx", "csrc/engine.c", "csrc/loops_baseline.c"],
+    sources=["fastopt/_kernels.pyx", "csrc/engine.c", "csrc/pool.c", "csrc/loops_baseline.c"],
     include_dirs=["csrc", numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     depends=["csrc/fastopt.h", "csrc/internal.h", "csrc/loops.h", "csrc/elementwise.h",

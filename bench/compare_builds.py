@@ -751,7 +751,7 @@ class OthersCpuMeter:
 
 
 class RunQueueMeter:
-    """How long this process's threads (the caller and OpenMP's workers) were ready to run but
+    """How long this process's threads (the caller and fastopt's workers) were ready to run but
     waiting for a CPU since creation, as a share of wall time x `threads`: from
     /proc/self/task/*/schedstat (Linux; share() is None elsewhere). Unlike the others' CPU
     share, this says directly whether the timings were held up by the scheduler: with every

@@ -5,46 +5,14 @@
 
 #include "internal.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
-#define FASTOPT_X86 1
+#if defined(FASTOPT_X86)
 #if defined(_MSC_VER)
 #include <immintrin.h>
 #include <intrin.h>
 #else
 #include <cpuid.h>
 #endif
-#include <xmmintrin.h> /* _mm_getcsr, _mm_setcsr: SSE, part of every x86-64 baseline */
-#else
-#include <fenv.h>
 #endif
-
-/* ---- the floating-point environment ------------------------------------------------------ */
-
-/* Worker threads compute in the calling thread's floating-point environment: rounding mode and,
- * on x86, flush-to-zero and denormals-are-zero (MXCSR). A library built with -ffast-math sets
- * FTZ/DAZ in the thread that loads it, after OpenMP's workers exist; without this, the workers
- * would keep the old mode and results would depend on the number of threads. Each worker takes
- * the caller's environment for the step and restores its own afterwards. */
-#ifdef FASTOPT_X86
-typedef unsigned int fo_fp_environment;
-static inline void fo_get_fp_environment(fo_fp_environment *e) { *e = _mm_getcsr(); }
-static inline void fo_set_fp_environment(const fo_fp_environment *e) { _mm_setcsr(*e); }
-#else
-typedef fenv_t fo_fp_environment;
-static inline void fo_get_fp_environment(fo_fp_environment *e) { fegetenv(e); }
-static inline void fo_set_fp_environment(const fo_fp_environment *e) { fesetenv(e); }
-#endif
-
-/* In a worker: keep its own environment in *own and take the caller's. */
-static inline void fo_adopt_fp_environment(const fo_fp_environment *caller, fo_fp_environment *own)
-{
-    fo_get_fp_environment(own);
-    fo_set_fp_environment(caller);
-}
 
 /* ---- CPU features ------------------------------------------------------------------------- */
 
@@ -167,38 +135,29 @@ const char *fastopt_simd_name(int simd)
 
 /* ---- threads ------------------------------------------------------------------------------ */
 
-static int num_threads = 0;              /* 0: not yet read from OpenMP */
-/* A step whose estimated single-thread time is below this runs on the calling thread: waking
- * the other thread costs about 1-2 us here, so on the 2-core machine 2 threads start to win
- * when one thread would take about 3 us, for every kernel (README, "Threads"). */
+static int num_threads = 1; /* Python sets the default at import (cores, or OMP_NUM_THREADS) */
+/* A step whose estimated single-thread time is below this runs on the calling thread without
+ * measuring threads at all: posting a job and waking a worker costs a few microseconds. */
 static int64_t parallel_threshold = 3000000; /* picoseconds */
 
-int fastopt_openmp_enabled(void)
+int fastopt_threads_enabled(void)
 {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
+    return FASTOPT_THREADS;
+}
+
+void fastopt_threads_prepare(void)
+{
+    fo_pool_prepare();
 }
 
 int fastopt_get_num_threads(void)
 {
-    if (num_threads <= 0) {
-#ifdef _OPENMP
-        num_threads = omp_get_max_threads(); /* honours OMP_NUM_THREADS */
-        if (num_threads > FASTOPT_MAX_THREADS)
-            num_threads = FASTOPT_MAX_THREADS;
-#else
-        num_threads = 1;
-#endif
-    }
     return num_threads;
 }
 
 void fastopt_set_num_threads(int n)
 {
-    num_threads = n < 1 ? 1 : n > FASTOPT_MAX_THREADS ? FASTOPT_MAX_THREADS : n;
+    num_threads = !FASTOPT_THREADS || n < 1 ? 1 : n > FASTOPT_MAX_THREADS ? FASTOPT_MAX_THREADS : n;
 }
 
 int64_t fastopt_get_parallel_threshold(void)
@@ -211,16 +170,16 @@ void fastopt_set_parallel_threshold(int64_t picoseconds)
     parallel_threshold = picoseconds < 0 ? 0 : picoseconds;
 }
 
-static int thread_backoff = 1;
+static int adaptive_threads = 1;
 
 int fastopt_get_thread_backoff(void)
 {
-    return thread_backoff;
+    return adaptive_threads;
 }
 
 void fastopt_set_thread_backoff(int enabled)
 {
-    thread_backoff = enabled != 0;
+    adaptive_threads = enabled != 0;
 }
 
 #define FO_COST_ROW(name, states, loop, ps_f32, ps_f64) {ps_f32, ps_f64},
@@ -310,66 +269,94 @@ static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, in
     }
 }
 
-/* Longest run of single-threaded steps after threads were slow, before trying them again. */
-#define FASTOPT_MAX_BACKOFF 1024
+/* A step split into chunks for the pool: chunk c is the elements [begin, end) of the run with
+ * begin = total * c / n_chunks rounded down to a multiple of 16 (so that neighbouring chunks
+ * rarely share a cache line). Elements are independent: whichever thread runs a chunk, the
+ * bits are the same. */
+typedef struct {
+    const fastopt_loop_fn *loops;
+    const fastopt_plan *plan;
+    const double *coefficients;
+    int64_t total, n_chunks;
+} fo_step_job;
+
+static inline int64_t chunk_start(int64_t total, int64_t n_chunks, int64_t c)
+{
+    return c >= n_chunks ? total : (int64_t)(((double)total * (double)c) / (double)n_chunks) & ~(int64_t)15;
+}
+
+static void run_step_chunk(void *context, int64_t c)
+{
+    const fo_step_job *job = (const fo_step_job *)context;
+    run_range(job->loops, job->plan, chunk_start(job->total, job->n_chunks, c),
+              chunk_start(job->total, job->n_chunks, c + 1), job->coefficients);
+}
+
+/* How a plan decides between one thread and the pool (fastopt_plan's policy fields): it runs
+ * each mode FO_WARMUP_STEPS times, alternating, then the mode whose mean step time (an
+ * exponentially weighted mean of this plan's measured steps, stalls included) is lower. The
+ * other mode runs again only after this plan has spent FO_EXPLORE_RATIO times that mode's
+ * last measured step in steps since it last ran: re-measuring costs at most about
+ * 1/FO_EXPLORE_RATIO of the plan's time, and a mode that was very slow is retried
+ * correspondingly rarely. */
+#define FO_WARMUP_STEPS 3
+#define FO_EXPLORE_RATIO 100.0
+#define FO_MEAN_WEIGHT 0.125 /* weight of the newest step in the mean */
+/* Each worker's share is cut into about this many chunks, so that a late worker leaves
+ * little for the others; a chunk is at least FO_MIN_CHUNK elements. */
+#define FO_CHUNKS_PER_THREAD 4
+#define FO_MIN_CHUNK 512
+
+static int choose_mode(const fastopt_plan *plan)
+{
+    if (!adaptive_threads)
+        return 1;
+    const int32_t *samples = plan->samples;
+    if (samples[0] < FO_WARMUP_STEPS || samples[1] < FO_WARMUP_STEPS)
+        return samples[1] <= samples[0] ? 1 : 0;
+    const int best = plan->mean_seconds[1] < plan->mean_seconds[0] ? 1 : 0;
+    if (plan->seconds_since_other >= FO_EXPLORE_RATIO * plan->last_seconds[1 - best])
+        return 1 - best;
+    return best;
+}
+
+static void record_step(fastopt_plan *plan, int mode, double seconds)
+{
+    const int best = plan->mean_seconds[1] < plan->mean_seconds[0] ? 1 : 0;
+    plan->mean_seconds[mode] = plan->samples[mode] == 0
+                                   ? seconds
+                                   : plan->mean_seconds[mode]
+                                         + FO_MEAN_WEIGHT * (seconds - plan->mean_seconds[mode]);
+    plan->last_seconds[mode] = seconds;
+    if (plan->samples[mode] < INT32_MAX)
+        ++plan->samples[mode];
+    plan->seconds_since_other = mode == best ? plan->seconds_since_other + seconds : 0.0;
+}
 
 void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
 {
     const fastopt_loop_fn *loops = units[fastopt_simd_active()]->loops[kernel];
     const int64_t total = plan->offset[plan->n_tensors];
-#ifdef _OPENMP
     const int threads = fastopt_get_num_threads();
-    if (threads > 1 && total > 1 && plan->cost >= parallel_threshold) {
-        if (plan->serial_steps_left > 0 && thread_backoff) {
-            --plan->serial_steps_left;
-            const double start = omp_get_wtime();
-            run_range(loops, plan, 0, total, coefficients);
-            const double elapsed = omp_get_wtime() - start;
-            if (plan->serial_seconds <= 0 || elapsed < plan->serial_seconds)
-                plan->serial_seconds = elapsed;
-            return;
-        }
-        const double start = omp_get_wtime();
-        /* One parallel region per step; each thread takes one contiguous, equal share of all
-         * the elements (across tensor boundaries), starting on a multiple of 16 elements so
-         * that neighbours rarely share a cache line. Elements are independent, so the result
-         * does not depend on how they are split (each thread computes in the caller's
-         * floating-point environment). */
-        fo_fp_environment caller;
-        fo_get_fp_environment(&caller);
-#pragma omp parallel num_threads(threads)
-        {
-            fo_fp_environment own;
-            fo_adopt_fp_environment(&caller, &own);
-            const int64_t share = omp_get_num_threads(), me = omp_get_thread_num();
-            const int64_t begin = (total * me / share) & ~(int64_t)15;
-            const int64_t end = me + 1 == share ? total : (total * (me + 1) / share) & ~(int64_t)15;
-            run_range(loops, plan, begin, end, coefficients);
-            fo_set_fp_environment(&own);
-        }
-        /* A region ends when its slowest thread does. When the other cores are busy (or a
-         * sleeping worker is slow to wake) that can take milliseconds, far longer than one
-         * thread alone would have: then run this plan on one thread for a while, doubling the
-         * while each time threads are slow again, so a loaded machine costs at most a few slow
-         * steps. "One thread alone" is the fastest one-thread step of this plan measured so far
-         * (the steps of a back-off are timed); until there is one, the cost estimate, which
-         * holds in cache but not for arrays that stream from memory: there the first slow
-         * step's back-off measures the real one-thread time, and threads are judged by it. */
-        const double elapsed = omp_get_wtime() - start;
-        const double one_thread = plan->serial_seconds > 0 ? plan->serial_seconds
-                                                           : (double)plan->cost * 1e-12;
-        if (elapsed > one_thread) {
-            plan->backoff = plan->backoff ? plan->backoff * 2 : 1;
-            if (plan->backoff > FASTOPT_MAX_BACKOFF)
-                plan->backoff = FASTOPT_MAX_BACKOFF;
-            plan->serial_steps_left = plan->backoff;
-        } else {
-            plan->backoff = 0;
-        }
+    /* A zero threshold (for tests) splits even the smallest step, in chunks of 16 elements. */
+    const int64_t min_chunk = parallel_threshold > 0 ? FO_MIN_CHUNK : 16;
+    if (!FASTOPT_THREADS || threads < 2 || total < 2 * min_chunk
+        || plan->cost < parallel_threshold) {
+        run_range(loops, plan, 0, total, coefficients);
         return;
     }
-#endif
-    run_range(loops, plan, 0, total, coefficients);
+    const int mode = choose_mode(plan);
+    const double start = fo_seconds();
+    if (mode == 0) {
+        run_range(loops, plan, 0, total, coefficients);
+    } else {
+        int64_t n_chunks = (int64_t)threads * FO_CHUNKS_PER_THREAD;
+        if (n_chunks > total / min_chunk)
+            n_chunks = total / min_chunk;
+        fo_step_job job = {loops, plan, coefficients, total, n_chunks};
+        fo_pool_run(threads - 1, n_chunks, run_step_chunk, &job);
+    }
+    record_step(plan, mode, fo_seconds() - start);
 }
 
 /* ---- the reduction pass ------------------------------------------------------------------ */
@@ -430,11 +417,28 @@ static int any_nonfinite(const fastopt_plan *plan)
 }
 
 
+/* The reduction pass split into chunks of whole blocks: each block sum is the same whoever
+ * computes it (in the caller's floating-point environment). */
+typedef struct {
+    const fastopt_sum_squares_fn *sum_squares;
+    const fastopt_plan *plan;
+    double *block_sums;
+    int64_t n_blocks, n_chunks;
+} fo_reduce_job;
+
+static void run_reduce_chunk(void *context, int64_t c)
+{
+    const fo_reduce_job *job = (const fo_reduce_job *)context;
+    const int64_t first = job->n_blocks * c / job->n_chunks;
+    const int64_t last = job->n_blocks * (c + 1) / job->n_chunks;
+    for (int64_t b = first; b < last; ++b)
+        job->block_sums[b] = block_sum_of_squares(job->sum_squares, job->plan, b);
+}
+
 double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int *nonfinite)
 {
     const fastopt_sum_squares_fn *sum_squares = units[fastopt_simd_active()]->sum_squares;
     const int64_t n_blocks = fastopt_reduce_blocks(plan->offset[plan->n_tensors]);
-#ifdef _OPENMP
     /* Threads as for a step whose single-thread cost is SGD's (a read of the gradient and two
      * floating-point operations per element, like SGD's arithmetic). */
     int64_t cost = 0;
@@ -442,26 +446,15 @@ double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int 
         cost += (plan->offset[t + 1] - plan->offset[t])
                 * element_cost[FASTOPT_KERNEL_sgd][plan->dtype[t]];
     const int threads = fastopt_get_num_threads();
-    if (threads > 1 && n_blocks > 1 && cost >= parallel_threshold) {
-        /* Whole blocks per thread: each block sum is the same whoever computes it (in the
-         * caller's floating-point environment). */
-        fo_fp_environment caller;
-        fo_get_fp_environment(&caller);
-#pragma omp parallel num_threads(threads)
-        {
-            fo_fp_environment own;
-            fo_adopt_fp_environment(&caller, &own);
-#pragma omp for schedule(static)
-            for (int64_t b = 0; b < n_blocks; ++b)
-                block_sums[b] = block_sum_of_squares(sum_squares, plan, b);
-            fo_set_fp_environment(&own);
-        }
-    } else
-#endif
-    {
-        for (int64_t b = 0; b < n_blocks; ++b)
-            block_sums[b] = block_sum_of_squares(sum_squares, plan, b);
-    }
+    int64_t n_chunks = 1;
+    if (FASTOPT_THREADS && threads > 1 && n_blocks > 1 && cost >= parallel_threshold)
+        n_chunks = n_blocks < (int64_t)threads * FO_CHUNKS_PER_THREAD
+                       ? n_blocks : (int64_t)threads * FO_CHUNKS_PER_THREAD;
+    fo_reduce_job job = {sum_squares, plan, block_sums, n_blocks, n_chunks};
+    if (n_chunks > 1)
+        fo_pool_run(threads - 1, n_chunks, run_reduce_chunk, &job);
+    else if (n_blocks > 0)
+        run_reduce_chunk(&job, 0);
     pairwise_tree(block_sums, n_blocks);
     const double sum = n_blocks ? block_sums[0] : 0.0;
     *nonfinite = isfinite(sum) ? 0 : any_nonfinite(plan);

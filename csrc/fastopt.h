@@ -103,10 +103,12 @@ typedef struct {
     const void *const *grad;
     void *const *state; /* n_states * n_tensors: state array s of tensor t at [s * n_tensors + t] */
     int n_states;
-    /* fastopt_run's memory of how threads fared on this plan (start all at 0) */
-    int32_t serial_steps_left; /* run this many more steps on one thread */
-    int32_t backoff;           /* steps to stay serial the next time threads are slow */
-    double serial_seconds;     /* fastest one-thread step measured so far (0: none yet) */
+    /* fastopt_run's memory of how each mode fared on this plan, [0] one thread, [1] the pool
+     * (start all at 0; see choose_mode in engine.c) */
+    int32_t samples[2];         /* steps measured */
+    double mean_seconds[2];     /* exponentially weighted mean step time */
+    double last_seconds[2];     /* the latest step time */
+    double seconds_since_other; /* time spent in the better mode since the other one ran */
 } fastopt_plan;
 
 /* The estimated single-thread time of one step of kernel over these tensors, in picoseconds. */
@@ -114,7 +116,7 @@ int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *size
                               const int *dtypes);
 
 /* Apply one kernel to the whole plan. Safe to call without the GIL, but not on one plan from
- * two threads at once (it updates the plan's thread back-off). */
+ * two threads at once (it updates the plan's thread statistics). */
 void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients);
 
 /* The reduction pass: a read-only pass over the gradients of a plan (plan->grad; params and
@@ -143,20 +145,32 @@ int fastopt_simd_active(void);
 int fastopt_simd_select(int simd);    /* 0 on success, -1 if not supported */
 const char *fastopt_simd_name(int simd);
 
-/* Threads. */
-int fastopt_openmp_enabled(void);
-int fastopt_get_num_threads(void);
-void fastopt_set_num_threads(int n); /* clamped to [1, FASTOPT_MAX_THREADS] */
-/* Most threads a step may use: far beyond any core count, well below where thread creation
- * fails (libgomp crashed or exited at 40,000 and 100,000). OMP_NUM_THREADS is clamped too. */
+/* Threads: fastopt's own pool (pool.c), built unless FASTOPT_THREADS is 0. */
+#ifndef FASTOPT_THREADS
+#define FASTOPT_THREADS 1
+#endif
+int fastopt_threads_enabled(void);
+void fastopt_threads_prepare(void); /* once, at import, before any step */
+/* Exported from the extension (the rest is hidden) so that threadpoolctl can find and call
+ * them: fastopt/_threadpoolctl.py. */
+#if defined(_WIN32)
+#define FASTOPT_EXPORT __declspec(dllexport)
+#else
+#define FASTOPT_EXPORT __attribute__((visibility("default")))
+#endif
+FASTOPT_EXPORT int fastopt_get_num_threads(void);
+FASTOPT_EXPORT void fastopt_set_num_threads(int n); /* clamped to [1, FASTOPT_MAX_THREADS]; 1 if
+                                                       the build has no threads */
+/* Most threads a step may use: far beyond any core count, and a bound on the threads the pool
+ * may start. */
 #define FASTOPT_MAX_THREADS 1024
 /* Steps estimated to take less than this many picoseconds on one thread run on the calling
  * thread. */
 int64_t fastopt_get_parallel_threshold(void);
 void fastopt_set_parallel_threshold(int64_t picoseconds);
-/* 1 (default): after a threaded step that took longer than one thread would have, run that
- * plan on one thread for a while (see fastopt_run). 0: always use threads above the
- * threshold (tests use this to force every split). */
+/* 1 (default): each plan above the threshold measures its steps on one thread and on the
+ * pool and runs the mode with the lower mean (see choose_mode in engine.c). 0: always the
+ * pool above the threshold (tests use this to force every split). */
 int fastopt_get_thread_backoff(void);
 void fastopt_set_thread_backoff(int enabled);
 

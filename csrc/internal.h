@@ -29,4 +29,47 @@ extern const fastopt_unit fastopt_unit_avx2;
 extern const fastopt_unit fastopt_unit_avx512;
 #endif
 
+/* ---- threads (pool.c) ---------------------------------------------------------------------- */
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#define FASTOPT_X86 1
+#include <xmmintrin.h> /* _mm_getcsr, _mm_setcsr: SSE, part of every x86-64 baseline */
+#else
+#include <fenv.h>
+#endif
+
+/* ---- the floating-point environment ------------------------------------------------------ */
+
+/* Worker threads compute in the calling thread's floating-point environment: rounding mode and,
+ * on x86, flush-to-zero and denormals-are-zero (MXCSR). A library built with -ffast-math sets
+ * FTZ/DAZ in the thread that loads it, after the workers exist; without this, the workers
+ * would keep the old mode and results would depend on the number of threads. Each worker takes
+ * the caller's environment for the step and restores its own afterwards. */
+#ifdef FASTOPT_X86
+typedef unsigned int fo_fp_environment;
+static inline void fo_get_fp_environment(fo_fp_environment *e) { *e = _mm_getcsr(); }
+static inline void fo_set_fp_environment(const fo_fp_environment *e) { _mm_setcsr(*e); }
+#else
+typedef fenv_t fo_fp_environment;
+static inline void fo_get_fp_environment(fo_fp_environment *e) { fegetenv(e); }
+static inline void fo_set_fp_environment(const fo_fp_environment *e) { fesetenv(e); }
+#endif
+
+/* In a worker: keep its own environment in *own and take the caller's. */
+static inline void fo_adopt_fp_environment(const fo_fp_environment *caller, fo_fp_environment *own)
+{
+    fo_get_fp_environment(own);
+    fo_set_fp_environment(caller);
+}
+
+/* Run fn(context, c) for every chunk c in [0, n_chunks), each exactly once, on the calling
+ * thread and up to helpers worker threads, in the caller's floating-point environment; return
+ * when all are done (1 if workers were asked to help, 0 if the caller ran every chunk because
+ * the pool was busy with another caller, or threads are not built). A worker that has not
+ * started by the time the caller is done is not waited for. */
+typedef void (*fo_chunk_fn)(void *context, int64_t chunk);
+int fo_pool_run(int helpers, int64_t n_chunks, fo_chunk_fn fn, void *context);
+void fo_pool_prepare(void); /* once, before the first fo_pool_run (with the GIL held) */
+double fo_seconds(void);    /* a monotonic clock, in seconds */
+
 #endif

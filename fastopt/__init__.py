@@ -33,6 +33,7 @@ def _import_kernels():
 _kernels = _import_kernels()
 from .optimizers import OPTIMIZERS, Optimizer
 from .reduction import global_norm
+from . import _threadpoolctl
 
 # Every registered optimizer class at the top level: fastopt.Adam, ... (see fastopt.optimizers).
 globals().update(OPTIMIZERS)
@@ -58,8 +59,9 @@ def set_simd(name):
 
 
 def get_num_threads():
-    """The number of threads a large update() uses (default: OpenMP's, i.e. OMP_NUM_THREADS
-    or the number of cores)."""
+    """The number of threads a large update() may use (the calling thread and up to n - 1
+    workers). Default: FASTOPT_NUM_THREADS, else OMP_NUM_THREADS, else the number of cores
+    this process may run on; at most 1024."""
     return _kernels.get_num_threads()
 
 
@@ -69,16 +71,17 @@ def set_num_threads(n):
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _kernels.MAX_THREADS:
         raise ValueError(f"number of threads must be an integer >= 1 and <= "
                          f"{_kernels.MAX_THREADS}, got {n!r}")
-    if n > 1 and not _kernels.openmp_enabled():
-        raise ValueError("this fastopt build has no OpenMP; only 1 thread is available")
+    if n > 1 and not _kernels.threads_enabled():
+        raise ValueError("this fastopt build has no threads (FASTOPT_THREADS=0); only 1 thread "
+                         "is available")
     _kernels.set_num_threads(n)
 
 
 def build_info():
     """How this fastopt was built and what it runs on: a dict with version, compiler, flags,
-    simd (the path in use), simd_compiled, simd_available, openmp, threads and
-    parallel_threshold_ps (a step estimated to take less than this many picoseconds on one
-    thread runs on one thread)."""
+    simd (the path in use), simd_compiled, simd_available, threads_enabled (the build has
+    worker threads), threads (the number a step may use) and parallel_threshold_ps (a step
+    estimated to take less than this many picoseconds on one thread runs on one thread)."""
     try:
         from . import _build_config as config
         compiler, flags = config.compiler, list(config.flags)
@@ -91,7 +94,7 @@ def build_info():
         "simd": _kernels.simd_active(),
         "simd_compiled": _kernels.simd_compiled(),
         "simd_available": _kernels.simd_supported(),
-        "openmp": _kernels.openmp_enabled(),
+        "threads_enabled": _kernels.threads_enabled(),
         "threads": _kernels.get_num_threads(),
         "parallel_threshold_ps": _kernels.get_parallel_threshold(),
     }
@@ -107,4 +110,23 @@ def _select_simd_from_environment():
         raise ImportError(f"FASTOPT_SIMD={name}: {error}") from None
 
 
+def _default_num_threads():
+    """FASTOPT_NUM_THREADS, else OMP_NUM_THREADS (its first entry, as OpenMP reads it), else
+    the cores this process may run on; clamped to [1, 1024]."""
+    for name in ("FASTOPT_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = _os.environ.get(name, "").split(",")[0].strip()
+        if value:
+            try:
+                return max(1, min(int(value), _kernels.MAX_THREADS))
+            except ValueError:
+                pass  # not a number: as OpenMP does, ignore it
+    try:
+        cores = len(_os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = _os.cpu_count() or 1
+    return max(1, min(cores, _kernels.MAX_THREADS))
+
+
 _select_simd_from_environment()
+_kernels.set_num_threads(_default_num_threads())
+_threadpoolctl.register()

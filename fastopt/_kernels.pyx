@@ -56,9 +56,10 @@ cdef extern from "fastopt.h" nogil:
         const void **grad
         void **state
         int n_states
-        int serial_steps_left
-        int backoff
-        double serial_seconds
+        int samples[2]
+        double mean_seconds[2]
+        double last_seconds[2]
+        double seconds_since_other
 
     const fastopt_kernel_info *fastopt_kernel(int kernel)
     const fastopt_dtype_info *fastopt_dtype(int dtype)
@@ -73,7 +74,8 @@ cdef extern from "fastopt.h" nogil:
     int fastopt_simd_active()
     int fastopt_simd_select(int simd)
     const char *fastopt_simd_name(int simd)
-    int fastopt_openmp_enabled()
+    int fastopt_threads_enabled()
+    void fastopt_threads_prepare()
     int fastopt_get_num_threads()
     void fastopt_set_num_threads(int n)
     int64_t fastopt_get_parallel_threshold()
@@ -158,8 +160,12 @@ def simd_select(str name):
                          f"{', '.join(simd_supported())}")
 
 
-def openmp_enabled():
-    return bool(fastopt_openmp_enabled())
+def threads_enabled():
+    """Whether this build has worker threads (FASTOPT_THREADS=0 builds a serial one)."""
+    return bool(fastopt_threads_enabled())
+
+
+fastopt_threads_prepare()
 
 
 def get_num_threads():
@@ -176,11 +182,13 @@ def get_parallel_threshold():
 
 def set_parallel_threshold(int64_t picoseconds):
     """Steps estimated to take less than this on one thread run on one thread (0: every step
-    with more than one element is split)."""
+    of 32 elements or more is split, in chunks of 16 elements: tests use it)."""
     fastopt_set_parallel_threshold(picoseconds)
 
 
 def get_thread_backoff():
+    """True (default): each plan measures its steps on one thread and on the pool and runs the
+    faster (see choose_mode in csrc/engine.c); False: always the pool above the threshold."""
     return bool(fastopt_get_thread_backoff())
 
 
@@ -508,9 +516,10 @@ cdef class Plan:
         self.plan.n_tensors = n
         self.plan.offset = self.offsets
         self.plan.cost = fastopt_estimate_cost(self.kernel_id, n, self.sizes, self.dtypes)
-        self.plan.serial_steps_left = 0
-        self.plan.backoff = 0
-        self.plan.serial_seconds = 0
+        self.plan.samples[:] = [0, 0]
+        self.plan.mean_seconds[:] = [0.0, 0.0]
+        self.plan.last_seconds[:] = [0.0, 0.0]
+        self.plan.seconds_since_other = 0.0
         self.plan.dtype = self.dtypes
         self.plan.param = self.param_ptr
         self.plan.grad = self.grad_ptr
@@ -633,10 +642,13 @@ cdef class Plan:
 
     @property
     def thread_state(self):
-        """How threads fared on this plan, for diagnostics: steps still to run on one thread,
-        the length of the next back-off, and the fastest one-thread step timed (seconds)."""
-        return {"serial_steps_left": self.plan.serial_steps_left, "backoff": self.plan.backoff,
-                "serial_seconds": self.plan.serial_seconds}
+        """How the two modes fared on this plan, for diagnostics, each as (one thread, pool):
+        steps measured, their weighted mean and latest time (seconds); and the time spent in
+        the better mode since the other one last ran."""
+        return {"steps": (self.plan.samples[0], self.plan.samples[1]),
+                "mean_seconds": (self.plan.mean_seconds[0], self.plan.mean_seconds[1]),
+                "last_seconds": (self.plan.last_seconds[0], self.plan.last_seconds[1]),
+                "seconds_since_other": self.plan.seconds_since_other}
 
     def params_unchanged(self, params):
         """Does params hold exactly the arrays this plan was built for, none of them changed

@@ -19,7 +19,7 @@ import fastopt.reference as reference
 from fastopt import _kernels
 from fastopt.testing import assert_bitwise_equal
 
-THREADS_AVAILABLE = fastopt.build_info()["openmp"]
+THREADS_AVAILABLE = fastopt.build_info()["threads_enabled"]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -195,7 +195,7 @@ def _glibc_x86_64_fenv():
 @pytest.mark.skipif(not THREADS_AVAILABLE, reason="serial build")
 @pytest.mark.skipif(_glibc_x86_64_fenv() is None, reason="needs glibc on x86-64")
 def test_workers_compute_in_the_callers_flush_to_zero_mode(simd):
-    """The OpenMP workers exist before the calling thread switches FTZ/DAZ on (as a library
+    """The worker threads exist before the calling thread switches FTZ/DAZ on (as a library
     built with -ffast-math does when it loads): every thread count must still give the
     reference's bits, which NumPy computes in the calling thread's mode."""
     libm = _glibc_x86_64_fenv()

@@ -17,7 +17,7 @@ from fastopt.testing import (assert_bitwise_equal, assert_dict_bitwise_equal,
 
 NAMES = list(OPTIMIZERS)
 DTYPES = [np.float32, np.float64]
-THREADS = [1, 2] if fastopt.build_info()["openmp"] else [1]
+THREADS = [1, 2] if fastopt.build_info()["threads_enabled"] else [1]
 
 
 
@@ -155,21 +155,25 @@ def test_bit_for_bit_when_every_step_is_split_between_threads(name, dtype, simd)
 
 
 @pytest.mark.skipif(len(THREADS) < 2, reason="serial build")
-def test_threads_back_off_while_slower_than_one_thread():
-    """A threaded step slower than one thread (16 elements, split by a zero threshold: waking
-    a thread takes microseconds, one thread needs nanoseconds) sends the plan to one thread
-    for 1, then 2, then 4 steps; those steps are timed, and threads are judged against them."""
+def test_a_plan_measures_both_modes_then_keeps_the_faster_and_rarely_retries():
+    """A step of 64 elements split by a zero threshold: the pool (posting a job, waking a
+    worker: microseconds) is far slower than one thread (nanoseconds). The plan alternates
+    the modes for 3 steps each, then stays on one thread; it retries the pool only after
+    spending 100 times the pool's last step time on one thread, which here is thousands of
+    steps away."""
     with thread_settings(2, 0, True):
         opt = fastopt.SGD()
-        params, grads = {"w": np.zeros(16)}, {"w": np.ones(16)}
+        params, grads = {"w": np.zeros(64)}, {"w": np.ones(64)}
         states = []
-        for _ in range(8):
+        for _ in range(400):
             opt.update(params, grads)
             states.append(opt._plan.thread_state)
-    assert [state["backoff"] for state in states] == [1, 1, 2, 2, 2, 4, 4, 4]
-    assert [state["serial_steps_left"] for state in states] == [1, 0, 2, 1, 0, 4, 3, 2]
-    assert states[0]["serial_seconds"] == 0
-    assert 0 < states[1]["serial_seconds"] < 1e-3
+    assert [state["steps"] for state in states[:6]] == [
+        (0, 1), (1, 1), (1, 2), (2, 2), (2, 3), (3, 3)]
+    assert states[-1]["steps"] == (397, 3)
+    one_thread, pool = states[-1]["mean_seconds"]
+    assert 0 < one_thread < pool
+    assert states[-1]["seconds_since_other"] < 100 * states[-1]["last_seconds"][1]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

@@ -10,7 +10,7 @@ import fastopt
 import fastopt.reference as reference
 from fastopt import _kernels
 
-THREADS = [1, 2, 3] if fastopt.build_info()["openmp"] else [1]
+THREADS = [1, 2, 3] if fastopt.build_info()["threads_enabled"] else [1]
 
 
 @pytest.fixture(params=THREADS)

@@ -376,7 +376,7 @@ def test_set_num_threads_rejects_bad_values(bad):
 def test_build_info():
     info = fastopt.build_info()
     assert set(info) >= {"version", "compiler", "flags", "simd", "simd_compiled",
-                         "simd_available", "openmp", "threads", "parallel_threshold_ps"}
+                         "simd_available", "threads_enabled", "threads", "parallel_threshold_ps"}
     assert info["version"] == fastopt.__version__
     assert info["simd"] in info["simd_available"]
     assert not any("march=native" in flag or "fast-math" in flag for flag in info["flags"])
@@ -384,7 +384,7 @@ def test_build_info():
         assert "-ffp-contract=off" in info["flags"]
 
 
-@pytest.mark.skipif(not fastopt.build_info()["openmp"], reason="serial build")
+@pytest.mark.skipif(not fastopt.build_info()["threads_enabled"], reason="serial build")
 def test_omp_num_threads_is_the_default(run_python):
     for threads in ("1", "2", "3"):
         result = run_python("-c", "import fastopt; print(fastopt.get_num_threads())",

@@ -288,7 +288,7 @@ emulation, not fastopt: $(echo "$out" | tail -1)"
     fact "control: NumPy imports and runs BLAS under $name (OPENBLAS_CORETYPE=$(openblas_coretype "$cpu"))"
 }
 
-INFO_SCRIPT='import fastopt, json; i = fastopt.build_info(); print(json.dumps({k: i[k] for k in ("simd", "simd_available", "simd_compiled", "openmp")}))'
+INFO_SCRIPT='import fastopt, json; i = fastopt.build_info(); print(json.dumps({k: i[k] for k in ("simd", "simd_available", "simd_compiled", "threads_enabled")}))'
 
 check_cpu() {  # check_cpu NAME CPU EXPECTED_SIMD EXPECTED_AVAILABLE PYTEST_FILTER
     local name=$1 cpu=$2 expected=$3 expected_available=$4 filter=$5 info simd available log
@@ -350,7 +350,7 @@ stage_qemu() {
 stage_musl() {
     # musllinux wheels: the engine built against musl (no ifunc there), statically, with the
     # three SIMD units as setup.py builds them; its CPUID dispatch must pick the baseline on the
-    # emulated Westmere and AVX2 on Haswell. (No OpenMP: this probes dispatch, not threads.)
+    # emulated Westmere and AVX2 on Haswell. (Dispatch, not threads.)
     if ! command -v musl-gcc >/dev/null; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             say "installing musl-tools (Debian) for the musl dispatch probe"
