@@ -482,7 +482,7 @@ def _load_state(state, state_names):
         if keys is None:
             keys = set(arrays)
         elif set(arrays) != keys:
-            raise ValueError(f"state_dict['state'] entries must all have the same keys")
+            raise ValueError("state_dict['state'] entries must all have the same keys")
         loaded[name] = {}
         for key, array in arrays.items():
             if not isinstance(array, np.ndarray) or array.dtype not in _SUPPORTED_DTYPES:

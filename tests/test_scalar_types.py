@@ -11,6 +11,7 @@ from fastopt.testing import assert_dict_bitwise_equal, assert_state_bitwise_equa
 
 from test_optimizers import (THREADS, copy_params, make_grads, make_params,
                              non_default_hyperparameters, thread_settings)
+from test_optimizers import run_both as run_both_with_rng
 
 NAMES = list(OPTIMIZERS)
 
@@ -23,15 +24,7 @@ def as_type(hyperparameters, kind, only=None):
 
 def run_both(name, hyperparameters, params, steps, seed=0):
     """steps updates of fastopt and the reference from the same hyperparameter objects."""
-    rng = np.random.default_rng(seed)
-    ours = OPTIMIZERS[name](**hyperparameters)
-    theirs = getattr(reference, name)(**hyperparameters)
-    expected = copy_params(params)
-    for _ in range(steps):
-        grads = make_grads(rng, params)
-        ours.update(params, grads)
-        theirs.update(expected, grads)
-    return ours, theirs, expected
+    return run_both_with_rng(name, hyperparameters, params, steps, np.random.default_rng(seed))
 
 
 # (kind of scalar, dtypes of the arrays it keeps the reference's element operations in)
