@@ -155,9 +155,10 @@ static int fo_claim_and_run(int64_t generation)
 
 static void fo_worker_loop(int index)
 {
-    int64_t seen = 0;
     fo_lock(&pool.lock);
-    seen = pool.posted;
+    /* A new worker joins the job being posted as it starts (its word tells it whether any
+     * chunk is left). */
+    int64_t seen = pool.posted - 1;
     for (;;) {
         while (pool.posted == seen) {
             ++pool.sleeping;
