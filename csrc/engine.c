@@ -282,7 +282,10 @@ typedef struct {
 
 static inline int64_t chunk_start(int64_t total, int64_t n_chunks, int64_t c)
 {
-    return c >= n_chunks ? total : (int64_t)(((double)total * (double)c) / (double)n_chunks) & ~(int64_t)15;
+    if (c >= n_chunks)
+        return total;
+    /* total * c / n_chunks without overflow */
+    return (total / n_chunks * c + total % n_chunks * c / n_chunks) & ~(int64_t)15;
 }
 
 static void run_step_chunk(void *context, int64_t c)

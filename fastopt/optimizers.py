@@ -260,9 +260,9 @@ class Optimizer:
 
     def _prepare(self, params, grads, kernel):
         """Check params against the state; return (plan, state): the plan of kernel to run (the
-        current one when the parameter arrays are the ones it was built for) and the state it updates
-        (created, not yet stored, at the first step). Raises ValueError if arrays the step writes
-        share memory. params and grads have passed _validate()."""
+        current one when it runs that kernel on the very parameter arrays it was built for) and
+        the state it updates (created, not yet stored, at the first step). Raises ValueError if
+        arrays the step writes share memory. params and grads have passed _validate()."""
         keys = list(params)
         state = self._state
         if state is not None:
@@ -347,7 +347,7 @@ class Optimizer:
         step = int(step)
         # The next update() computes its coefficients from step + 1: that must be possible
         # (beta**step overflows for a step such as 2**1024), or every later update would fail.
-        probe = object.__new__(type(self))  # not __init__'d: _coefficients reads hyperparameters only
+        probe = object.__new__(type(self))
         Optimizer.__init__(probe, **checked)
         try:
             coefficients = probe._coefficients(step + 1)
@@ -501,7 +501,8 @@ class SGD(Optimizer):
     """Stochastic gradient descent, as the textbook's SGD: params -= lr * grads.
 
     Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
-      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0
+        (default 0.01).
     State: none.
     """
 
@@ -533,7 +534,8 @@ class Momentum(_VelocityOptimizer):
     """Momentum SGD, as the textbook's Momentum: v = momentum*v - lr*grads; params += v.
 
     Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
-      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01); folded into the velocity, so a new lr acts through new gradients.
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0
+        (default 0.01); folded into the velocity, so a new lr acts through new gradients.
       momentum: the fraction of the velocity kept from one step to the next, in [0, 1)
         (default 0.9).
     State: .v, the velocity per parameter (starts at 0; same shape and dtype).
@@ -550,7 +552,8 @@ class Nesterov(_VelocityOptimizer):
     v = momentum*v - lr*grads; params += momentum**2 * v - (1 + momentum) * lr * grads.
 
     Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
-      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0
+        (default 0.01).
       momentum: the fraction of the velocity kept from one step to the next, in [0, 1)
         (default 0.9).
     State: .v, the velocity per parameter (starts at 0; same shape and dtype).
@@ -570,7 +573,8 @@ class AdaGrad(Optimizer):
     """AdaGrad, as the textbook's AdaGrad: h += grads**2; params -= lr*grads / (sqrt(h) + 1e-7).
 
     Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
-      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0
+        (default 0.01).
     The 1e-7 that keeps the division finite is the textbook's constant (not an argument).
     State: .h, the sum of squared gradients per parameter (starts at 0).
     """
@@ -593,7 +597,8 @@ class RMSprop(Optimizer):
     h = decay_rate*h + (1-decay_rate)*grads**2; params -= lr*grads / (sqrt(h) + 1e-7).
 
     Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
-      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.01).
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0
+        (default 0.01).
       decay_rate: the fraction of h kept from one step to the next, in [0, 1) (default 0.99).
     The 1e-7 is the textbook's constant (not an argument).
     State: .h, the moving average of squared gradients per parameter (starts at 0).
@@ -623,7 +628,8 @@ class Adam(Optimizer):
     v += (1-beta2)*(grads**2-v); params -= lr_t * m / (sqrt(v) + 1e-7).
 
     Arguments (Python floats or NumPy scalars: see the README; assignable between steps):
-      lr: learning rate, the step size per unit of gradient; a finite real number >= 0 (default 0.001); the bias correction is folded into lr_t.
+      lr: learning rate, the step size per unit of gradient; a finite real number >= 0
+        (default 0.001); the bias correction is folded into lr_t.
       beta1: decay rate of the first-moment average m, in [0, 1) (default 0.9).
       beta2: decay rate of the second-moment average v, in [0, 1) (default 0.999).
     The 1e-7 is added to sqrt(v) before bias correction (the textbook's constant; PyTorch adds
