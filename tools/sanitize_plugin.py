@@ -7,6 +7,11 @@
 - Hypothesis: no deadline per example (unless a test or --hypothesis-profile says otherwise).
 - Writes the id of the test about to run to FASTOPT_SANITIZE_CURRENT: a sanitizer stops the
   process at its first finding, and the script names the test that was running.
+- Leaks are checked in this process only: subprocesses the tests start get detect_leaks=0.
+  LeakSanitizer's stop-the-world tracer now and then crashes at exit ("Tracer caught signal
+  11", google/sanitizers#1353), which aborts the process; in a subprocess that would fail a test
+  at random. For this process the script tells that crash from a finding: pytest's own exit
+  status goes to FASTOPT_SANITIZE_STATUS before the leak check runs.
 """
 import os
 
@@ -22,6 +27,7 @@ def pytest_configure(config):
     if found != expected:
         raise pytest.UsageError(f"sanitize_plugin: imported fastopt from {found}, "
                                 f"not the sanitized copy in {expected}")
+    os.environ["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
     fastopt.set_num_threads(2)
     _kernels.set_parallel_threshold(0)
     _kernels.set_thread_backoff(False)
@@ -55,3 +61,10 @@ def pytest_runtest_logstart(nodeid, location):
     if path:
         with open(path, "w") as f:
             f.write(nodeid + "\n")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("FASTOPT_SANITIZE_STATUS")
+    if path:
+        with open(path, "w") as f:
+            f.write(f"{int(exitstatus)}\n")
