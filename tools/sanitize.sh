@@ -306,6 +306,7 @@ if [ "$rc" -eq 134 ] && [ -n "$status" ]; then
     rc=$status
 fi
 if [ "$rc" -ne 0 ]; then
+    [ "$rc" -ne 5 ] || say "pytest ran no test (exit status 5): check the paths and -k"
     say "FAIL: pytest exit status $rc, no sanitizer report (${elapsed} s)"
     finish 1
 fi

@@ -43,16 +43,26 @@ def pytest_configure(config):
         settings.load_profile("fastopt-sanitize")
 
 
-def pytest_report_header(config):
+def _describe():
     import fastopt
     from fastopt import _kernels
 
-    info = fastopt.build_info()
-    return [f"fastopt (sanitized): {os.path.dirname(fastopt.__file__)}",
-            f"  SIMD paths run by the simd fixture: {', '.join(fastopt.available_simd())}; "
-            f"OpenMP: {info['openmp']}; threads: {fastopt.get_num_threads()}, parallel "
-            f"threshold: {_kernels.get_parallel_threshold()} ps, back-off: "
-            f"{_kernels.get_thread_backoff()}"]
+    return (f"SIMD paths run by the simd fixture: {', '.join(fastopt.available_simd())}; "
+            f"OpenMP: {fastopt.build_info()['openmp']}; threads: {fastopt.get_num_threads()}, "
+            f"parallel threshold: {_kernels.get_parallel_threshold()} ps, back-off: "
+            f"{_kernels.get_thread_backoff()}")
+
+
+def pytest_report_header(config):
+    import fastopt
+
+    return [f"fastopt (sanitized): {os.path.dirname(fastopt.__file__)}", "  " + _describe()]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The same line at the end, where -q does not hide it (tests restore the thread settings
+    they change, so these are the run's)."""
+    terminalreporter.write_line("fastopt (sanitized): " + _describe())
 
 
 @pytest.hookimpl(tryfirst=True)
