@@ -55,7 +55,8 @@ def test_thread_count_is_bounded():
 @pytest.mark.skipif(not THREADS_AVAILABLE, reason="serial build")
 def test_omp_num_threads_beyond_the_bound_is_clamped(run_python):
     result = run_python("-c", "import fastopt; print(fastopt.get_num_threads())",
-                        extra_env={"OMP_NUM_THREADS": "100000"}, check=True)
+                        extra_env={"OMP_NUM_THREADS": "100000", "FASTOPT_NUM_THREADS": ""},
+                        check=True)
     assert result.stdout.strip() == "1024"
 
 

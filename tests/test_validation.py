@@ -388,7 +388,8 @@ def test_build_info():
 def test_omp_num_threads_is_the_default(run_python):
     for threads in ("1", "2", "3"):
         result = run_python("-c", "import fastopt; print(fastopt.get_num_threads())",
-                            extra_env={"OMP_NUM_THREADS": threads}, check=True)
+                            extra_env={"OMP_NUM_THREADS": threads, "FASTOPT_NUM_THREADS": ""},
+                            check=True)
         assert result.stdout.strip() == threads
 
 

@@ -24,19 +24,19 @@
 #            test files are included; no build/, *.so or generated _kernels.c) into WORKDIR/src.
 #            Nothing is written to the source tree: an in-place build there stays as it was.
 #   build    `setup.py build_ext --inplace` in the copy with CC="gcc -fsanitize=address,undefined,
-#            float-cast-overflow -fno-sanitize-recover=all" (in CC so that setup.py's OpenMP
-#            probe links too) and CFLAGS = Python's plus -g -fno-omit-frame-pointer -fno-wrapv.
+#            float-cast-overflow -fno-sanitize-recover=all" (in CC so that setup.py's probes
+#            link with it too) and CFLAGS = Python's plus -g -fno-omit-frame-pointer -fno-wrapv.
 #            setup.py's own flags come last and stay: -O3 -ffp-contract=off -fno-math-errno, the
 #            AVX2/AVX-512 target flags per unit; never -ffast-math or -march=native. -fno-wrapv
 #            undoes Python's -fwrapv, under which signed overflow is defined and UBSan cannot
-#            see it. The build must link libasan and libubsan and have OpenMP.
+#            see it. The build must link libasan and libubsan and have worker threads.
 #   test     pytest from the copy, so the sanitized extension is the one imported (also by the
 #            tests' `python` subprocesses, which inherit the environment): LD_PRELOAD=libasan
 #            (Python itself is not instrumented; libubsan and libstdc++ follow it),
 #            PYTHONMALLOC=malloc (Python's small-object allocator would hide overruns of small
-#            PyMem_Malloc blocks, such as a plan's), OMP_NUM_THREADS=2, OMP_WAIT_POLICY=passive,
-#            and tools/sanitize_plugin.py sets 2 threads, parallel threshold 0 and no back-off,
-#            so every step of more than one element is split between two OpenMP threads. The
+#            PyMem_Malloc blocks, such as a plan's), FASTOPT_NUM_THREADS=2, and
+#            tools/sanitize_plugin.py sets 2 threads, parallel threshold 0 and no adaptive choice,
+#            so every step of 32 elements or more is split between the caller and a worker. The
 #            simd fixture runs every SIMD path this CPU has.
 #   report   ASan and UBSan stop the process at the first finding (halt_on_error, abort) and
 #            write their report to WORKDIR/logs/{asan,ubsan}.PID, for this process and every
@@ -60,7 +60,7 @@
 # scalar code compiled with their target flags: every memory access the C loops make (heads,
 # main loops, tails, blocks, thread shares) is checked, the vector instructions of the shipped
 # build are not (the bit-for-bit tests and tools/check_simd_isolation.py cover those). Data races
-# are ThreadSanitizer's, which needs a libgomp built for it.
+# are ThreadSanitizer's (not run).
 #
 # Environment: PYTHON (interpreter; default python3), CC (a GCC; default Python's); entries in
 #   ASAN_OPTIONS, LSAN_OPTIONS, UBSAN_OPTIONS are appended to the script's and win (for example
@@ -209,12 +209,11 @@ for runtime in libasan libubsan; do
     fi
 done
 config=$("$PYTHON" -c "import runpy; c = runpy.run_path('$SRC/fastopt/_build_config.py'); \
-print('openmp=%s units=baseline%s' % (c['openmp'], ''.join(',' + u for u in c['simd_units'])))")
-runtimes=$(echo "$needed" | grep -oE '\[lib(asan|ubsan|gomp)[^]]*\]' | tr -d '[]' | xargs)
+print('threads=%s units=baseline%s' % (c['threads'], ''.join(',' + u for u in c['simd_units'])))")
+runtimes=$(echo "$needed" | grep -oE '\[lib(asan|ubsan)[^]]*\]' | tr -d '[]' | xargs)
 say "build: $config; links $runtimes"
-if [ "${FASTOPT_OPENMP:-}" != 0 ] && ! echo "$config" | grep -q 'openmp=True'; then
-    say "FAIL: the sanitized build has no OpenMP (setup.py's probe failed under the sanitizer \
-flags; see $LOGS/build.log)"
+if [ "${FASTOPT_THREADS:-}" != 0 ] && ! echo "$config" | grep -q 'threads=True'; then
+    say "FAIL: the sanitized build has no worker threads (see $LOGS/build.log)"
     finish 1
 fi
 
@@ -259,10 +258,7 @@ log_path=$LOGS/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:\
 log_path=$LOGS/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
     PYTHONMALLOC=malloc
-    OMP_NUM_THREADS=2
-    # Waiting workers sleep instead of spinning: with every tiny step split, spinning threads on
-    # a machine busy with anything else made tests/test_optimizers.py 6x slower here.
-    OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+    FASTOPT_NUM_THREADS=2
     PYTHONPATH="$WORK/plugin${PYTHONPATH:+:$PYTHONPATH}"
     FASTOPT_SANITIZE_SOURCE="$SRC"
     FASTOPT_SANITIZE_CURRENT="$LOGS/current-test"
@@ -271,7 +267,7 @@ log_path=$LOGS/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
     FASTOPT_SANITIZE_UBSAN_LOG="$LOGS/ubsan"
 )
 say "pytest ${ARGS[*]}"
-for setting in "${RUN_ENV[@]:0:7}"; do say "  $setting"; done
+for setting in "${RUN_ENV[@]:0:6}"; do say "  $setting"; done
 start=$(date +%s)
 (cd "$SRC" && env "${RUN_ENV[@]}" "$PYTHON" -m pytest -p no:cacheprovider -p sanitize_plugin \
     "${ARGS[@]}")

@@ -2,8 +2,9 @@
 
 - Refuses to run unless the fastopt imported is the sanitized build in the script's work copy
   (FASTOPT_SANITIZE_SOURCE), so a stray installed fastopt can never be tested by mistake.
-- Threads: 2, parallel threshold 0, back-off off, so every step with more than one element is
-  split between two OpenMP threads (tests that set their own values restore these afterwards).
+- Threads: 2, parallel threshold 0, no adaptive choice, so every step of 32 elements or more
+  is split between the caller and a worker thread (tests that set their own values restore
+  these afterwards).
 - Hypothesis: no deadline per example (unless a test or --hypothesis-profile says otherwise).
 - Writes the id of the test about to run to FASTOPT_SANITIZE_CURRENT: a sanitizer stops the
   process at its first finding, and the script names the test that was running.
@@ -48,8 +49,9 @@ def _describe():
     from fastopt import _kernels
 
     return (f"SIMD paths run by the simd fixture: {', '.join(fastopt.available_simd())}; "
-            f"OpenMP: {fastopt.build_info()['openmp']}; threads: {fastopt.get_num_threads()}, "
-            f"parallel threshold: {_kernels.get_parallel_threshold()} ps, back-off: "
+            f"worker threads built: {fastopt.build_info()['threads_enabled']}; threads: "
+            f"{fastopt.get_num_threads()}, "
+            f"parallel threshold: {_kernels.get_parallel_threshold()} ps, adaptive: "
             f"{_kernels.get_thread_backoff()}")
 
 
