@@ -46,6 +46,8 @@ SETTINGS = settings.get_profile(PROFILE)
 STATS = collections.Counter()
 # The last case that failed, per property (after shrinking: the minimal one).
 FAILURES = {}
+# Called with the property's name before each case (tools/fuzz.py prints progress).
+ON_CASE = None
 
 # ---- what is generated -------------------------------------------------------------------------
 
@@ -498,9 +500,11 @@ def run_optimizer_case(case):
             steps_taken += 1
             STATS["steps"] += 1
             for index, buffer in enumerate(spec[:len(ours_raw)]):
+                holds = [key for key, view in param_specs.items() if view[0] == index]
                 assert_bitwise_equal(typed_view(ours_raw[index], buffer),
                                      typed_view(theirs_raw[index], buffer),
-                                     f"{where}: buffer {index}")
+                                     f"{where}: buffer {index} (params {holds}), fastopt != "
+                                     f"reference")
             assert all(params[key] is objects[key] for key in objects), "update() replaced arrays"
             assert_state_bitwise_equal(ours, theirs)
             assert ours.state_dict()["step"] == steps_taken
@@ -601,6 +605,8 @@ RUNNERS = {"optimizer": run_optimizer_case, "overlap": run_optimizer_case,
 def run_recorded(prop, case):
     """Run one generated case; on failure, remember it and print the replay line."""
     STATS[prop] += 1
+    if ON_CASE is not None:
+        ON_CASE(prop)
     try:
         RUNNERS[prop](case)
     except Exception:

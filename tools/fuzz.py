@@ -49,7 +49,7 @@ def load_fuzz_module(examples):
 def replay(module, path):
     with open(path) as file:
         failure = ast.literal_eval(file.read().strip())
-    print(f"replaying a {failure['property']} case from {path}")
+    print(f"replaying a case of the {failure['property']} property from {path}")
     module.RUNNERS[failure["property"]](failure["case"])
     print("passed: the case no longer fails")
     return 0
@@ -83,6 +83,14 @@ def main(argv=None):
           f"{', '.join(info['simd_available'])}, OpenMP {info['openmp']}")
     print(f"seed {seed}, {args.examples} examples per property "
           f"(repeat: python tools/fuzz.py --examples {args.examples} --seed {seed})")
+    last_report = [time.perf_counter()]
+
+    def report_progress(name):  # a line a minute, so a long run shows it is alive
+        if time.perf_counter() - last_report[0] >= 60:
+            last_report[0] = time.perf_counter()
+            print(f"  {name}: {module.STATS[name]} cases so far", flush=True)
+
+    module.ON_CASE = report_progress
     failed = []
     for name in args.property or list(PROPERTIES):
         test = hypothesis_seed(seed)(getattr(module, PROPERTIES[name]))
