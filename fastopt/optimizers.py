@@ -347,13 +347,18 @@ class Optimizer:
         step = int(step)
         # The next update() computes its coefficients from step + 1: that must be possible
         # (beta**step overflows for a step such as 2**1024), or every later update would fail.
+        # Coefficients that are infinite at step 1 already come from the hyperparameters (an
+        # lr near the largest float), which update() accepts: the step is not to blame.
         probe = object.__new__(type(self))
         Optimizer.__init__(probe, **checked)
         try:
             coefficients = probe._coefficients(step + 1)
         except (OverflowError, ZeroDivisionError, ValueError):
             coefficients = (math.nan,)
-        if not all(math.isfinite(value) for value in coefficients):
+        first = probe._coefficients(1)
+        if any(not math.isfinite(value) and (len(first) != len(coefficients)
+                                             or math.isfinite(first[i]))
+               for i, value in enumerate(coefficients)):
             raise ValueError(f"state_dict['step'] = {step} is too large: the next update's "
                              f"coefficients cannot be computed from it")
         state = _load_state(state_dict["state"], self._state_names)

@@ -80,7 +80,7 @@ def main(argv=None):
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     info = fastopt.build_info()
     print(f"fastopt {info['version']} from {os.path.dirname(fastopt.__file__)}: SIMD paths "
-          f"{', '.join(info['simd_available'])}, OpenMP {info['openmp']}")
+          f"{', '.join(info['simd_available'])}, threads {info['threads']}")
     print(f"seed {seed}, {args.examples} examples per property "
           f"(repeat: python tools/fuzz.py --examples {args.examples} --seed {seed})")
     last_report = [time.perf_counter()]
