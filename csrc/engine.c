@@ -295,45 +295,78 @@ static void run_step_chunk(void *context, int64_t c)
               chunk_start(job->total, job->n_chunks, c + 1), job->coefficients);
 }
 
-/* How a plan decides between one thread and the pool (fastopt_plan's policy fields): it runs
- * each mode FO_WARMUP_STEPS times, alternating, then the mode whose mean step time (an
- * exponentially weighted mean of this plan's measured steps, stalls included) is lower. The
- * other mode runs again only after this plan has spent FO_EXPLORE_RATIO times that mode's
- * last measured step in steps since it last ran: re-measuring costs at most about
- * 1/FO_EXPLORE_RATIO of the plan's time, and a mode that was very slow is retried
- * correspondingly rarely. */
-#define FO_WARMUP_STEPS 3
+/* How a plan decides between one thread and the pool (fastopt_plan's policy fields). Its first
+ * step runs on the pool and is not measured (first touches of fresh state arrays, workers
+ * XX
+ * the plan runs the mode whose mean step time is lower: the better mode's is a weighted mean of
+ * all its steps (stalls included), the other's the mean of its latest burst. The other mode
+ * gets a new burst only after the plan has spent FO_EXPLORE_RATIO times that burst's expected
+ * cost in the better mode: re-measuring costs at most about 1/FO_EXPLORE_RATIO of the plan's
+ * time, and a mode that was very slow (threads while another program had the other core) is
+ * retried correspondingly rarely. */
+#define FO_BURST 4
+#define FO_WARMUP_BURSTS 2
 #define FO_EXPLORE_RATIO 100.0
-#define FO_MEAN_WEIGHT 0.125 /* weight of the newest step in the mean */
+#define FO_MEAN_WEIGHT 0.125 /* weight of the newest step in the better mode's mean */
 /* Each worker's share is cut into about this many chunks, so that a late worker leaves
  * little for the others; a chunk is at least FO_MIN_CHUNK elements. */
 #define FO_CHUNKS_PER_THREAD 4
 #define FO_MIN_CHUNK 512
 
-static int choose_mode(const fastopt_plan *plan)
+static int better_mode(const fastopt_plan *plan)
+{
+    return plan->mean_seconds[1] < plan->mean_seconds[0] ? 1 : 0;
+}
+
+static void start_burst(fastopt_plan *plan, int mode)
+{
+    plan->burst_mode = mode;
+    plan->burst_left = FO_BURST;
+    plan->burst_seconds = 0.0;
+}
+
+/* The mode of this step: 0 one thread, 1 the pool, -1 the pool without measuring. */
+static int choose_mode(fastopt_plan *plan)
 {
     if (!adaptive_threads)
         return 1;
-    const int32_t *samples = plan->samples;
-    if (samples[0] < FO_WARMUP_STEPS || samples[1] < FO_WARMUP_STEPS)
-        return samples[1] <= samples[0] ? 1 : 0;
-    const int best = plan->mean_seconds[1] < plan->mean_seconds[0] ? 1 : 0;
-    if (plan->seconds_since_other >= FO_EXPLORE_RATIO * plan->last_seconds[1 - best])
-        return 1 - best;
-    return best;
+    if (!plan->warm)
+        return -1;
+    if (plan->burst_left == 0) {
+        if (plan->samples[1] < FO_WARMUP_BURSTS * FO_BURST && plan->samples[1] <= plan->samples[0])
+            start_burst(plan, 1);
+        else if (plan->samples[0] < FO_WARMUP_BURSTS * FO_BURST)
+            start_burst(plan, 0);
+        else {
+            const int other = 1 - better_mode(plan);
+            if (plan->seconds_since_other
+                >= FO_EXPLORE_RATIO * FO_BURST * plan->mean_seconds[other])
+                start_burst(plan, other);
+        }
+    }
+    return plan->burst_left > 0 ? plan->burst_mode : better_mode(plan);
 }
 
 static void record_step(fastopt_plan *plan, int mode, double seconds)
 {
-    const int best = plan->mean_seconds[1] < plan->mean_seconds[0] ? 1 : 0;
-    plan->mean_seconds[mode] = plan->samples[mode] == 0
-                                   ? seconds
-                                   : plan->mean_seconds[mode]
-                                         + FO_MEAN_WEIGHT * (seconds - plan->mean_seconds[mode]);
+    if (mode < 0) {
+        plan->warm = 1;
+        return;
+    }
     plan->last_seconds[mode] = seconds;
+    if (plan->burst_left > 0) {
+        plan->burst_seconds += seconds;
+        if (--plan->burst_left == 0) {
+            plan->mean_seconds[mode] = plan->burst_seconds / FO_BURST;
+            plan->samples[mode] += FO_BURST;
+            plan->seconds_since_other = 0.0;
+        }
+        return;
+    }
+    plan->mean_seconds[mode] += FO_MEAN_WEIGHT * (seconds - plan->mean_seconds[mode]);
     if (plan->samples[mode] < INT32_MAX)
         ++plan->samples[mode];
-    plan->seconds_since_other = mode == best ? plan->seconds_since_other + seconds : 0.0;
+    plan->seconds_since_other += seconds;
 }
 
 void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)

@@ -106,9 +106,13 @@ typedef struct {
     /* fastopt_run's memory of how each mode fared on this plan, [0] one thread, [1] the pool
      * (start all at 0; see choose_mode in engine.c) */
     int32_t samples[2];         /* steps measured */
-    double mean_seconds[2];     /* exponentially weighted mean step time */
+    double mean_seconds[2];     /* mean step time (see choose_mode) */
     double last_seconds[2];     /* the latest step time */
-    double seconds_since_other; /* time spent in the better mode since the other one ran */
+    double seconds_since_other; /* time spent in the better mode since the other's burst */
+    int32_t warm;               /* the first step (not measured) has run */
+    int32_t burst_mode;         /* the mode of the burst in progress */
+    int32_t burst_left;         /* steps left in it (0: none) */
+    double burst_seconds;       /* its time so far */
 } fastopt_plan;
 
 /* The estimated single-thread time of one step of kernel over these tensors, in picoseconds. */

@@ -104,9 +104,13 @@ static int fo_start_thread(intptr_t index)
     ((((int64_t)(generation) & FO_GENERATION_MASK) << (2 * FO_CHUNK_BITS))                    \
      | ((int64_t)(next) << FO_CHUNK_BITS) | (int64_t)(count))
 
-/* Spins of a worker after a job before it sleeps, and of the caller waiting for chunks that
- * workers are computing before it yields its core. About 2-5 us of pause instructions. */
-#define FO_WORKER_SPINS 2000
+/* A worker stays awake after a job for half as long as the job took, between 5 and 100 us:
+ * the next step of a loop that steps several times in a row (or has little work between steps)
+ * finds it awake, since waking a sleeping thread can take longer than a step; between training
+ * steps with real work in between it sleeps, at a cost of at most half a step of CPU. The
+ * caller waiting for chunks that workers are computing spins, then yields its core. */
+#define FO_WORKER_AWAKE_MIN 5e-6
+#define FO_WORKER_AWAKE_MAX 100e-6
 #define FO_CALLER_SPINS 20000
 
 static struct {
@@ -120,6 +124,7 @@ static struct {
     int64_t done;         /* chunks of the current job finished */
     int64_t busy;         /* 1 while a caller owns the pool */
     int helpers;          /* workers 0 .. helpers-1 may join the current job */
+    double awake_seconds; /* how long workers stay awake after a job */
     fo_chunk_fn fn;       /* the current job */
     void *context;
     fo_fp_environment environment;
@@ -177,10 +182,11 @@ static void fo_worker_loop(int index)
                 fo_set_fp_environment(&own);
             }
             /* Awake for a moment: a job posted meanwhile is taken without a wake-up. */
-            int spins = 0;
-            while (fo_load(&pool.posted) == seen && spins < FO_WORKER_SPINS) {
+            const double until = fo_seconds() + pool.awake_seconds;
+            for (int spins = 0; fo_load(&pool.posted) == seen; ++spins) {
                 fo_pause();
-                ++spins;
+                if (spins % 64 == 63 && fo_seconds() > until)
+                    break;
             }
             if (fo_load(&pool.posted) == seen)
                 break;
@@ -251,6 +257,7 @@ int fo_pool_run(int helpers, int64_t n_chunks, fo_chunk_fn fn, void *context)
         fo_cond_broadcast(&pool.wake);
     fo_unlock(&pool.lock);
 
+    const double start = fo_seconds();
     fo_claim_and_run(generation);
     /* Every chunk is claimed; wait for those that workers are still computing. */
     int spins = 0;
@@ -260,6 +267,10 @@ int fo_pool_run(int helpers, int64_t n_chunks, fo_chunk_fn fn, void *context)
         else
             fo_yield();
     }
+    double awake = 0.5 * (fo_seconds() - start);
+    pool.awake_seconds = awake < FO_WORKER_AWAKE_MIN   ? FO_WORKER_AWAKE_MIN
+                         : awake > FO_WORKER_AWAKE_MAX ? FO_WORKER_AWAKE_MAX
+                                                       : awake;
     fo_store(&pool.busy, 0);
     return 1;
 }

@@ -60,6 +60,10 @@ cdef extern from "fastopt.h" nogil:
         double mean_seconds[2]
         double last_seconds[2]
         double seconds_since_other
+        int warm
+        int burst_mode
+        int burst_left
+        double burst_seconds
 
     const fastopt_kernel_info *fastopt_kernel(int kernel)
     const fastopt_dtype_info *fastopt_dtype(int dtype)
@@ -520,6 +524,10 @@ cdef class Plan:
         self.plan.mean_seconds[:] = [0.0, 0.0]
         self.plan.last_seconds[:] = [0.0, 0.0]
         self.plan.seconds_since_other = 0.0
+        self.plan.warm = 0
+        self.plan.burst_mode = 0
+        self.plan.burst_left = 0
+        self.plan.burst_seconds = 0.0
         self.plan.dtype = self.dtypes
         self.plan.param = self.param_ptr
         self.plan.grad = self.grad_ptr
@@ -643,8 +651,8 @@ cdef class Plan:
     @property
     def thread_state(self):
         """How the two modes fared on this plan, for diagnostics, each as (one thread, pool):
-        steps measured, their weighted mean and latest time (seconds); and the time spent in
-        the better mode since the other one last ran."""
+        steps measured, their mean and latest time (seconds); and the time spent in the better
+        mode since the other one's last burst (see choose_mode in csrc/engine.c)."""
         return {"steps": (self.plan.samples[0], self.plan.samples[1]),
                 "mean_seconds": (self.plan.mean_seconds[0], self.plan.mean_seconds[1]),
                 "last_seconds": (self.plan.last_seconds[0], self.plan.last_seconds[1]),

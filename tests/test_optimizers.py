@@ -157,10 +157,10 @@ def test_bit_for_bit_when_every_step_is_split_between_threads(name, dtype, simd)
 @pytest.mark.skipif(len(THREADS) < 2, reason="serial build")
 def test_a_plan_measures_both_modes_then_keeps_the_faster_and_rarely_retries():
     """A step of 64 elements split by a zero threshold: the pool (posting a job, waking a
-    worker: microseconds) is far slower than one thread (nanoseconds). The plan alternates
-    the modes for 3 steps each, then stays on one thread; it retries the pool only after
-    spending 100 times the pool's last step time on one thread, which here is thousands of
-    steps away."""
+    worker: microseconds) is far slower than one thread (nanoseconds). After its first step
+    (on the pool, not measured) the plan runs 4 steps on the pool, 4 on one thread, both again,
+    then stays on one thread; it retries the pool only after spending 100 times a 4-step burst of the pool
+    on one thread, which here is thousands of steps away."""
     with thread_settings(2, 0, True):
         opt = fastopt.SGD()
         params, grads = {"w": np.zeros(64)}, {"w": np.ones(64)}
@@ -168,12 +168,13 @@ def test_a_plan_measures_both_modes_then_keeps_the_faster_and_rarely_retries():
         for _ in range(400):
             opt.update(params, grads)
             states.append(opt._plan.thread_state)
-    assert [state["steps"] for state in states[:6]] == [
-        (0, 1), (1, 1), (1, 2), (2, 2), (2, 3), (3, 3)]
-    assert states[-1]["steps"] == (397, 3)
+    assert [state["steps"] for state in states[:18:4]] == [
+        (0, 0), (0, 4), (4, 4), (4, 8), (8, 8)]
+    assert states[17]["steps"] == (9, 8)
+    assert states[-1]["steps"] == (391, 8)
     one_thread, pool = states[-1]["mean_seconds"]
     assert 0 < one_thread < pool
-    assert states[-1]["seconds_since_other"] < 100 * states[-1]["last_seconds"][1]
+    assert states[-1]["seconds_since_other"] < 100 * 4 * pool
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
