@@ -289,3 +289,16 @@ def test_traffic_limit_moves_the_bytes_of_n_states(n_states):
         np.testing.assert_array_equal(arrays["x"], np.ones(5, dtype=np.float32))
     with pytest.raises(ValueError, match="n_states must be 0, 1 or 2"):
         benchmark.TrafficLimit(3)
+
+
+def test_busy_machine_warnings():
+    # One test of a busy machine for `fastopt bench` and `fastopt compare`: the load average
+    # before, other processes' CPU share during the measurement.
+    assert benchmark.timing.load_warning(0.99, 2) is None
+    assert benchmark.timing.load_warning(1.0, 2).startswith(
+        "warning: load average 1.0 on 2 cores before the run: other processes compete")
+    assert benchmark.timing.others_warning(None, "x") is None
+    assert benchmark.timing.others_warning(0.049, "x") is None
+    assert benchmark.timing.others_warning(0.25, "numbers unreliable") == (
+        "warning: other processes took 25% of this machine's CPU time during the run; "
+        "numbers unreliable")

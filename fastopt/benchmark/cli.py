@@ -12,8 +12,8 @@ from .implementations import FASTOPT, LIMIT, NUMPY, PEERS, load_peers
 from .report import (Progress, machine_info, print_header, print_table, print_targets,
                      write_plot)
 from .targets import default_targets_file, evaluate_targets, load_targets
-from .timing import (BATCH_SECONDS, BUSY_CASE_SHARE, BUSY_SHARE, RETRY_BUDGET_SECONDS,
-                     WARMUP_CALLS, OthersCpuMeter, measure_case_retrying)
+from .timing import (BATCH_SECONDS, BUSY_CASE_SHARE, RETRY_BUDGET_SECONDS, WARMUP_CALLS,
+                     OthersCpuMeter, measure_case_retrying, others_warning)
 from .workloads import DTYPES, WORKLOAD_KINDS, format_count, optimizer_names, plan_cases
 
 DEFAULT_SIZES = (1, 1_000, 100_000, 1_000_000, 10_000_000)
@@ -217,10 +217,10 @@ def run(args):
         print(f"{retried} cases measured again because other processes took over "
               f"{100 * BUSY_CASE_SHARE:.0f}% of the CPU during them (the quietest try is shown)",
               file=sys.stdout)
-    others = info["others_cpu_share"]
-    if others is not None and others >= BUSY_SHARE:
-        print(f"warning: other processes took {100 * others:.0f}% of this machine's CPU time "
-              f"during the run; rows with a high 'others' share are unreliable", file=sys.stdout)
+    warning = others_warning(info["others_cpu_share"],
+                             "rows with a high 'others' share are unreliable")
+    if warning:
+        print(warning, file=sys.stdout)
     evaluated = []
     if targets is not None:
         evaluated = evaluate_targets(targets, results)

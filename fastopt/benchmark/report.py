@@ -10,7 +10,7 @@ import numpy as np
 import fastopt
 
 from .implementations import IMPLEMENTATIONS
-from .timing import BUSY_LOAD
+from .timing import load_warning
 from .workloads import MULTI_ARRAY_WORKLOADS, format_count
 
 def format_seconds(seconds):
@@ -66,10 +66,9 @@ def print_header(info, out):
     for note in info["peers"]:
         print(f"peer {note}", file=out)
     load = info["load_average"]
-    if load is not None and load[0] >= BUSY_LOAD:
-        print(f"warning: load average {load[0]:.1f} on {info['cores']} cores before the run: "
-              "other processes compete for the CPU, so timings are noisy (multi-threaded "
-              "cases most)", file=out)
+    warning = None if load is None else load_warning(load[0], info["cores"])
+    if warning:
+        print(warning, file=out)
     print("columns: median time per update(); GB/s = bytes the optimizer must read and write / "
           "time; xNAME = NAME's time / fastopt's; limit = TrafficLimit kernel (same bytes, "
           "trivial math); %limit = fastopt's GB/s as a share of the limit's; others = share of "
