@@ -487,10 +487,11 @@ def cpu_seconds(pid):
 
 
 @pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("run", [TINY_LOOP_RUN, TINY], ids=["training-loop", "update-table"])
 def test_load_process_runs_during_the_measurement_and_is_gone_afterwards(tiny_loops, threads,
-                                                                         tmp_path, capsys):
+                                                                         tmp_path, capsys, run):
     json_path = tmp_path / "loop.json"
-    assert main(TINY_LOOP_RUN + ["--load", "--json", str(json_path)]) == 0
+    assert main(run + ["--load", "--json", str(json_path)]) == 0
     output = capsys.readouterr().out
     line = next(line for line in output.splitlines() if line.startswith("--load: "))
     pid = int(line.split("(pid ")[1].split(")")[0])
