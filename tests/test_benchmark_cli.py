@@ -373,9 +373,10 @@ def test_training_loop_runs_every_workload_and_mode(tiny_loops, threads, tmp_pat
                         "3 x 64 arrays, 16x16 matmul"):
         assert description in output
     assert " of 3 met (targets from " in output
-    assert (f"Adam float64 textbook MLP loop: time at {threads} threads / at 1 thread <= 1.02: "
-            in output)
-    assert "Adam float64 textbook MLP loop: numpy step share / fastopt step share >= 5x: " in output
+    assert (f"Adam float64 textbook MLP loop: time at {threads} threads / at 1 thread, by "
+            f"round, <= 1.02: " in output)
+    assert ("Adam float64 textbook MLP loop: numpy step share / fastopt step share, by round, "
+            ">= 5x: " in output)
 
     document = json.loads(json_path.read_text())
     assert document["settings"]["training_loop"] is True
@@ -395,8 +396,18 @@ def test_training_loop_runs_every_workload_and_mode(tiny_loops, threads, tmp_pat
             assert 0 < mode["step_share"] < 1
             assert mode["step_mean_seconds"] < mode["loop_mean_seconds"]
         for key in ("default_over_1_thread_loop_time", "default_over_1_thread_by_round_median",
-                    "numpy_share_over_fastopt_share", "numpy_step_over_fastopt_step"):
+                    "numpy_share_over_fastopt_share",
+                    "numpy_share_over_fastopt_share_by_round_median",
+                    "numpy_step_over_fastopt_step"):
             assert math.isfinite(loop[key]) and loop[key] > 0
+        by_round = {name: mode["loop_mean_seconds_by_round"]
+                    for name, mode in loop["modes"].items()}
+        assert loop["default_over_1_thread_by_round_median"] == pytest.approx(float(np.median(
+            np.divide(by_round["fastopt"], by_round["fastopt-1t"]))))
+        shares = {name: mode["step_share_by_round"] for name, mode in loop["modes"].items()}
+        assert len(shares["numpy"]) == loop["rounds"]
+        assert loop["numpy_share_over_fastopt_share_by_round_median"] == pytest.approx(float(
+            np.median(np.divide(shares["numpy"], shares["fastopt"]))))
         assert loop["default_over_1_thread_loop_time"] == pytest.approx(
             loop["modes"]["fastopt"]["loop_mean_seconds"]
             / loop["modes"]["fastopt-1t"]["loop_mean_seconds"])
@@ -406,6 +417,11 @@ def test_training_loop_runs_every_workload_and_mode(tiny_loops, threads, tmp_pat
         "Adam float64 textbook MLP loop", "Adam float64 textbook MLP loop",
         "Adam float32 200 x 4096 loop"]
     assert all(math.isfinite(target["ratio"]) for target in document["targets"])
+    # The targets take the by-round ratios.
+    assert [target["ratio"] for target in document["targets"]] == [
+        loops[0]["default_over_1_thread_by_round_median"],
+        loops[0]["numpy_share_over_fastopt_share_by_round_median"],
+        loops[2]["default_over_1_thread_by_round_median"]]
 
 
 def test_training_loop_takes_the_optimizer_option(tiny_loops, threads, tmp_path, capsys):
@@ -508,8 +524,8 @@ def test_busy_process_spins_and_stops_on_errors_and_ctrl_c(error):
             pid = process.pid
             assert process.poll() is None
             began = cpu_seconds(pid)
-            time.sleep(0.3)
-            assert cpu_seconds(pid) - began > 0.05  # it spins (a core, less on a busy machine)
+            time.sleep(0.5)
+            assert cpu_seconds(pid) - began > 0.02  # it spins (a core, less on a busy machine)
             raise error("stop")
     assert process.returncode is not None and process_is_gone(pid)
 

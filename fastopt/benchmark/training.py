@@ -42,6 +42,10 @@ time, and the step's share of the loop (total step time / total loop time). Per 
   loop, with BLAS's threads around them?
 - numpy share / fastopt share: the numpy mode's step share over the fastopt mode's (target
   metric "step-share", met when >= bound): how much less of the loop the step takes.
+Each pooled over all iterations, and by round: the median over rounds of the ratio within a
+round, which the targets use (see LoopResult: on a shared machine a neighbour's burst on a few
+rounds of one mode moves the pooled ratio, not this one, while a stall that fastopt's threads
+cause in every round moves both).
 """
 import dataclasses
 import gc
@@ -215,6 +219,12 @@ class LoopTiming:
         counts = np.bincount(self.rounds)
         return sums[counts > 0] / counts[counts > 0]
 
+    def round_shares(self):
+        """The step's share of the loop in each round, in round order."""
+        counts = np.bincount(self.rounds)
+        steps = np.bincount(self.rounds, weights=self.step_seconds)[counts > 0]
+        return steps / np.bincount(self.rounds, weights=self.loop_seconds)[counts > 0]
+
 
 @dataclasses.dataclass
 class LoopResult:
@@ -246,27 +256,42 @@ class LoopResult:
         timing = self.timings.get(mode)
         return None if timing is None else getattr(timing, attribute)
 
+    # Each ratio two ways. Pooled: over all iterations of the two modes (the mean a user pays).
+    # By round: the ratio of each round's two values, then the median over rounds; rounds of
+    # all modes run close together in time, so a neighbour's burst that fell on some rounds of
+    # one mode moves the pooled ratio (one 50 ms stall weighs as much as a hundred 0.5 ms
+    # iterations) but not this median, while a stall that fastopt's threads cause in every
+    # round moves both. The targets take the by-round ratio.
+
     @property
     def thread_ratio(self):
-        """The fastopt mode's mean loop time over the fastopt-1t mode's (<= 1: the threads pay
-        for themselves)."""
+        """Pooled: the fastopt mode's mean loop time over the fastopt-1t mode's (<= 1: the
+        threads pay for themselves)."""
         return self._ratio(self._stat("fastopt", "loop_mean"),
                            self._stat("fastopt-1t", "loop_mean"))
 
     @property
     def thread_ratio_by_round(self):
-        """The median over rounds of the same ratio, round by round (each pair of rounds ran
-        close together in time: a check on the pooled ratio when the machine's load drifts)."""
-        if "fastopt" not in self.timings or "fastopt-1t" not in self.timings:
-            return None
-        default = self.timings["fastopt"].round_means()
-        single = self.timings["fastopt-1t"].round_means()
-        return float(np.median(default / single))
+        """By round: the median over rounds of the fastopt mode's mean loop time in that round
+        over the fastopt-1t mode's."""
+        return self._median_of_round_ratios("fastopt", "fastopt-1t", LoopTiming.round_means)
 
     @property
     def share_ratio(self):
-        """The numpy mode's step share of its loop over the fastopt mode's."""
+        """Pooled: the numpy mode's step share of its loop over the fastopt mode's."""
         return self._ratio(self._stat("numpy", "step_share"), self._stat("fastopt", "step_share"))
+
+    @property
+    def share_ratio_by_round(self):
+        """By round: the median over rounds of the numpy mode's step share in that round over
+        the fastopt mode's."""
+        return self._median_of_round_ratios("numpy", "fastopt", LoopTiming.round_shares)
+
+    def _median_of_round_ratios(self, numerator, denominator, per_round):
+        if numerator not in self.timings or denominator not in self.timings:
+            return None
+        return float(np.median(per_round(self.timings[numerator])
+                               / per_round(self.timings[denominator])))
 
     @property
     def step_speedup(self):
@@ -296,11 +321,13 @@ class LoopResult:
                        "step_mean_seconds": timing.step_mean,
                        "step_median_seconds": timing.step_median,
                        "step_share": timing.step_share,
-                       "loop_mean_seconds_by_round": timing.round_means().tolist()}
+                       "loop_mean_seconds_by_round": timing.round_means().tolist(),
+                       "step_share_by_round": timing.round_shares().tolist()}
                 for name, timing in self.timings.items()},
             "default_over_1_thread_loop_time": self.thread_ratio,
             "default_over_1_thread_by_round_median": self.thread_ratio_by_round,
             "numpy_share_over_fastopt_share": self.share_ratio,
+            "numpy_share_over_fastopt_share_by_round_median": self.share_ratio_by_round,
             "numpy_step_over_fastopt_step": self.step_speedup,
             "numpy_loop_over_fastopt_loop": self.loop_speedup,
             "rounds": self.rounds,
@@ -391,11 +418,13 @@ def _bitwise_equal(first, second):
 COLUMNS_NOTE = (
     "columns: per iteration of the training loop (the batch, NumPy's forward and backward "
     "passes, opt.update): mean and median loop time; step = opt.update alone; share = total "
-    "step time / total loop time. Ratios: default/1t = mean loop time at fastopt's thread "
-    "count / at 1 thread (<= 1: the threads pay for themselves), and the median of that ratio "
-    "round by round; numpy share/fastopt share = the step's share of the loop with the NumPy "
-    "reference / with fastopt; same params = the three modes' parameters equal bit for bit at "
-    "the end; others = share of the machine's CPU taken by other processes during the workload")
+    "step time / total loop time. Ratios, each pooled (over all iterations) and by round (the "
+    "median over rounds of the ratio within a round: a neighbour's burst on a few rounds does "
+    "not move it; the targets use it): default/1t = mean loop time at fastopt's thread count / "
+    "at 1 thread (<= 1: the threads pay for themselves); numpy/fastopt share = the step's share "
+    "of the loop with the NumPy reference / with fastopt; numpy/fastopt step = mean step "
+    "times; same params = the three modes' parameters equal bit for bit at the end; others = "
+    "share of the machine's CPU taken by other processes during the workload")
 
 
 def _format_ratio(ratio, digits=2):
@@ -421,12 +450,13 @@ def print_loop_table(results, out):
                      f"{result.rounds} x {result.iterations_per_round} = {iterations}",
                      _format_ratio(result.thread_ratio, 3),
                      _format_ratio(result.thread_ratio_by_round, 3),
-                     _format_ratio(result.share_ratio), _format_ratio(result.step_speedup),
+                     _format_ratio(result.share_ratio), _format_ratio(result.share_ratio_by_round),
+                     _format_ratio(result.step_speedup),
                      "yes" if result.identical else "NO",
                      "-" if result.others_cpu_share is None
                      else f"{100 * result.others_cpu_share:.0f}%"])
-    _print_columns(["workload", "one iteration", "rounds x its", "default/1t", "per-round median",
-                    "numpy share/fastopt share", "numpy step/fastopt step", "same params",
+    _print_columns(["workload", "one iteration", "rounds x its", "default/1t", "by round",
+                    "numpy/fastopt share", "by round", "numpy/fastopt step", "same params",
                     "others"], rows, out, labels=2)
 
 
