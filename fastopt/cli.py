@@ -12,7 +12,9 @@ import sys
 # name: (module, one-line help)
 SUBCOMMANDS = {
     "bench": ("fastopt.benchmark.cli", "time every optimizer against NumPy, the peers and "
-                                       "the machine's memory-traffic limit"),
+                                       "the machine's memory-traffic limit; with "
+                                       "--training-loop, the step inside NumPy training "
+                                       "loops"),
     "paths": ("fastopt.demo.paths", "the textbook's 2-D experiment: each optimizer's path on "
                                     "f(x, y) = x**2/20 + y**2, as a PNG"),
     "compare": ("fastopt.demo.compare", "the textbook's network experiment: train a multi-layer "

@@ -3,9 +3,13 @@
 They check that the command works, not how fast anything is (that is the benchmark's job).
 """
 import argparse
+import gc
 import json
+import math
+import os
 import pathlib
 import sys
+import time
 import types
 
 import numpy as np
@@ -14,6 +18,8 @@ import pytest
 import fastopt
 from fastopt import benchmark
 from fastopt.benchmark import cli as bench_cli
+from fastopt.benchmark import training
+from fastopt.benchmark.cpuload import busy_process
 from fastopt.cli import main
 
 # Tiny and short: no peers (importing torch takes seconds), one round of tiny batches.
@@ -104,6 +110,10 @@ def test_the_projects_targets_file(run_python):
         pytest.skip("not a source checkout: no bench/targets.json beside the package")
     targets = benchmark.load_targets(path)
     assert benchmark.Target("Adam", "float32", "1", "numpy", 5) in targets
+    assert benchmark.Target("Adam", "float64", "loop-mlp", "step-share", 5) in targets
+    assert {(target.workload, target.bound) for target in targets
+            if target.metric == "loop-threads"} == {
+        ("loop-mlp", 1.02), ("loop-wide", 1.02), ("loop-arrays", 1.02)}
     assert {target.optimizer for target in targets} <= set(fastopt.optimizers.OPTIMIZERS)
     completed = run_python("-m", "fastopt", "bench", "--help")  # run from another folder
     assert str(path) in " ".join(completed.stdout.split())
@@ -118,7 +128,8 @@ def test_the_projects_targets_file(run_python):
     ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": "cnn", '
      '"metric": "numpy", "bound": 5}]}', "workload must be an element count >= 1 or one of"),
     ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": 1, "metric": "jax", '
-     '"bound": 5}]}', "metric must be one of numpy, limit, torch, deepspeed, got 'jax'"),
+     '"bound": 5}]}', "metric must be one of numpy, limit, torch, deepspeed, loop-threads, "
+     "step-share, got 'jax'"),
     ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": 1, "metric": "numpy", '
      '"bound": "5"}]}', "bound must be a number > 0, got '5'"),
 ])
@@ -206,7 +217,10 @@ def test_optimizers_and_state_arrays_come_from_the_registry(monkeypatch):
     assert benchmark.optimizer_names() == registered
     parser = argparse.ArgumentParser()
     bench_cli.add_arguments(parser)
-    assert parser.parse_args([]).optimizers == registered  # the default: all
+    # The default: none named, so run() takes every optimizer registered then (Adam alone for
+    # --training-loop).
+    assert parser.parse_args([]).optimizers is None
+    assert parser.parse_args(["--optimizer", "probe"]).optimizers == ("Probe",)
     assert parser.parse_args(["--optimizers", "all"]).optimizers == registered
     assert parser.parse_args(["--optimizers", "probe"]).optimizers == ("Probe",)
 
@@ -270,7 +284,8 @@ def test_help_lists_every_option(capsys):
     help_text = capsys.readouterr().out
     for option in ("--optimizers", "--dtype", "--sizes", "--workloads", "--peers", "--threads",
                    "--simd", "--repeat", "--min-time", "--retries", "--quick", "--targets",
-                   "--json", "--plot"):
+                   "--json", "--plot", "--training-loop", "--optimizer", "--load",
+                   "--blas-threads"):
         assert option in help_text
 
 
@@ -289,3 +304,273 @@ def test_traffic_limit_moves_the_bytes_of_n_states(n_states):
         np.testing.assert_array_equal(arrays["x"], np.ones(5, dtype=np.float32))
     with pytest.raises(ValueError, match="n_states must be 0, 1 or 2"):
         benchmark.TrafficLimit(3)
+
+
+def test_busy_machine_warnings():
+    # One test of a busy machine for `fastopt bench` and `fastopt compare`: the load average
+    # before, other processes' CPU share during the measurement.
+    assert benchmark.timing.load_warning(0.99, 2) is None
+    assert benchmark.timing.load_warning(1.0, 2).startswith(
+        "warning: load average 1.0 on 2 cores before the run: other processes compete")
+    assert benchmark.timing.others_warning(None, "x") is None
+    assert benchmark.timing.others_warning(0.049, "x") is None
+    assert benchmark.timing.others_warning(0.25, "numbers unreliable") == (
+        "warning: other processes took 25% of this machine's CPU time during the run; "
+        "numbers unreliable")
+
+
+# ---- fastopt bench --training-loop ----------------------------------------------------------
+
+# The training loops at tiny sizes, under their own kinds and labels (so targets and output
+# name them as usual): a few milliseconds per workload.
+TINY_LOOPS = {
+    "loop-mlp": training.LoopWorkload("loop-mlp", "textbook MLP", np.dtype(np.float64),
+                                      layer_sizes=(20, 8, 4), batch_size=10),
+    "loop-wide": training.LoopWorkload("loop-wide", "wide MLP", np.dtype(np.float32),
+                                       layer_sizes=(20, 16, 16, 4), batch_size=12),
+    "loop-arrays": training.LoopWorkload(
+        "loop-arrays", "200 x 4096", np.dtype(np.float32), matmul_size=16,
+        arrays=benchmark.Workload("many-small", "3 x 64", ((64,),) * 3, np.dtype(np.float32))),
+}
+TINY_LOOP_RUN = ["bench", "--training-loop", "--min-time", "0.001", "--repeat", "2"]
+LOOP_TARGETS = (("Adam", "float64", "loop-mlp", "loop-threads", 1.02),
+                ("Adam", "float64", "loop-mlp", "step-share", 5),
+                ("Adam", "float32", "loop-arrays", "loop-threads", 1.02))
+
+
+@pytest.fixture
+def tiny_loops(monkeypatch):
+    for kind, workload in TINY_LOOPS.items():
+        monkeypatch.setitem(training.LOOP_WORKLOADS, kind, workload)
+
+
+@pytest.fixture
+def threads():
+    """fastopt's thread count for the test: 3 with OpenMP (not the 1 of the 1-thread mode),
+    restored afterwards."""
+    before = fastopt.get_num_threads()
+    count = 3 if fastopt.build_info()["openmp"] else 1
+    fastopt.set_num_threads(count)
+    yield count
+    fastopt.set_num_threads(before)
+
+
+def test_training_loop_runs_every_workload_and_mode(tiny_loops, threads, tmp_path, capsys):
+    json_path = tmp_path / "loop.json"
+    targets = write_targets(tmp_path / "targets.json", *LOOP_TARGETS)
+    assert main(TINY_LOOP_RUN + ["--json", str(json_path), "--targets", targets]) == 0
+    assert fastopt.get_num_threads() == threads  # the 1-thread mode restored it
+    output = capsys.readouterr().out
+    assert "training loop: Adam with the textbook's hyperparameters" in output
+    assert "blas: " in output
+    mode_labels = [f"fastopt, {threads} thread{'s' if threads > 1 else ''}",
+                   "fastopt, 1 thread", "numpy"]
+    table = output[output.index("loop mean"):]
+    for label in ("textbook MLP (float64)", "wide MLP (float32)", "200 x 4096 (float32)"):
+        rows = [line for line in table.splitlines() if line.startswith(label)]
+        assert len(rows) == 3 and all(mode in row for mode, row in zip(mode_labels, rows))
+    for description in ("20-8-4, batch 10", "20-16-16-4, batch 12",
+                        "3 x 64 arrays, 16x16 matmul"):
+        assert description in output
+    assert " of 3 met (targets from " in output
+    assert (f"Adam float64 textbook MLP loop: time at {threads} threads / at 1 thread, by "
+            f"round, <= 1.02: " in output)
+    assert ("Adam float64 textbook MLP loop: numpy step share / fastopt step share, by round, "
+            ">= 5x: " in output)
+
+    document = json.loads(json_path.read_text())
+    assert document["settings"]["training_loop"] is True
+    assert document["settings"]["optimizers"] == ["Adam"]
+    assert document["settings"]["modes"] == ["fastopt", "fastopt-1t", "numpy"]
+    loops = document["training_loop"]
+    assert [loop["workload"] for loop in loops] == ["loop-mlp", "loop-wide", "loop-arrays"]
+    for loop in loops:
+        assert loop["identical_parameters"] is True  # same batches, same steps, same bits
+        assert loop["threads"] == threads and loop["rounds"] >= 2
+        assert set(loop["modes"]) == {"fastopt", "fastopt-1t", "numpy"}
+        for mode in loop["modes"].values():
+            assert mode["iterations"] == loop["rounds"] * loop["iterations_per_round"]
+            for key in ("loop_mean_seconds", "loop_median_seconds", "step_mean_seconds",
+                        "step_median_seconds"):
+                assert math.isfinite(mode[key]) and mode[key] > 0
+            assert 0 < mode["step_share"] < 1
+            assert mode["step_mean_seconds"] < mode["loop_mean_seconds"]
+        for key in ("default_over_1_thread_loop_time", "default_over_1_thread_by_round_median",
+                    "numpy_share_over_fastopt_share",
+                    "numpy_share_over_fastopt_share_by_round_median",
+                    "numpy_step_over_fastopt_step"):
+            assert math.isfinite(loop[key]) and loop[key] > 0
+        by_round = {name: mode["loop_mean_seconds_by_round"]
+                    for name, mode in loop["modes"].items()}
+        assert loop["default_over_1_thread_by_round_median"] == pytest.approx(float(np.median(
+            np.divide(by_round["fastopt"], by_round["fastopt-1t"]))))
+        shares = {name: mode["step_share_by_round"] for name, mode in loop["modes"].items()}
+        assert len(shares["numpy"]) == loop["rounds"]
+        assert loop["numpy_share_over_fastopt_share_by_round_median"] == pytest.approx(float(
+            np.median(np.divide(shares["numpy"], shares["fastopt"]))))
+        assert loop["default_over_1_thread_loop_time"] == pytest.approx(
+            loop["modes"]["fastopt"]["loop_mean_seconds"]
+            / loop["modes"]["fastopt-1t"]["loop_mean_seconds"])
+        assert loop["numpy_share_over_fastopt_share"] == pytest.approx(
+            loop["modes"]["numpy"]["step_share"] / loop["modes"]["fastopt"]["step_share"])
+    assert [target["description"].split(":")[0] for target in document["targets"]] == [
+        "Adam float64 textbook MLP loop", "Adam float64 textbook MLP loop",
+        "Adam float32 200 x 4096 loop"]
+    assert all(math.isfinite(target["ratio"]) for target in document["targets"])
+    # The targets take the by-round ratios.
+    assert [target["ratio"] for target in document["targets"]] == [
+        loops[0]["default_over_1_thread_by_round_median"],
+        loops[0]["numpy_share_over_fastopt_share_by_round_median"],
+        loops[2]["default_over_1_thread_by_round_median"]]
+
+
+def test_training_loop_takes_the_optimizer_option(tiny_loops, threads, tmp_path, capsys):
+    targets = write_targets(tmp_path / "targets.json", *LOOP_TARGETS)  # Adam's: not run
+    assert main(TINY_LOOP_RUN + ["--optimizer", "sgd", "--targets", targets]) == 0
+    output = capsys.readouterr().out
+    assert "training loop: SGD with the textbook's hyperparameters" in output
+    assert "targets: none of the targets' cases was run" in output
+
+
+class Recording(training.LoopWorkload):
+    """A tiny loop that records fastopt's thread count at every iteration of each of its loops
+    (one loop per mode, made in mode order); if asked, loop `fail_loop` raises KeyboardInterrupt
+    (as Ctrl-C would) at its first iteration of the warm-up or of the timed rounds (where the
+    garbage collector is off)."""
+
+    def __init__(self, fail_loop=None, fail_in=None):
+        super().__init__("loop-mlp", "recording", np.dtype(np.float64), layer_sizes=(6, 5, 3),
+                         batch_size=4)
+        object.__setattr__(self, "seen", [])
+        object.__setattr__(self, "failure", (fail_loop, fail_in))
+
+    def make_loop(self, data, seed=training.SEED):
+        params, compute = super().make_loop(data, seed)
+        seen = []
+        self.seen.append(seen)
+        loop = len(self.seen) - 1
+        fail_loop, fail_in = self.failure
+
+        def recording_compute():
+            seen.append(fastopt.get_num_threads())
+            phase = "timed" if not gc.isenabled() else "warm-up"
+            if loop == fail_loop and phase == fail_in:
+                raise KeyboardInterrupt
+            return compute()
+
+        return params, recording_compute
+
+
+def test_one_thread_mode_runs_on_one_thread_and_restores_the_count(threads):
+    workload = Recording()
+    result = training.measure_loop(workload, "Adam", min_time=0.001, repeat=3)
+    assert fastopt.get_num_threads() == threads
+    default, single, numpy_mode = workload.seen
+    assert set(default) == {threads} and set(single) == {1} and set(numpy_mode) == {threads}
+    assert len(default) == len(single) == len(numpy_mode)
+    assert result.mode_label("fastopt-1t") == "fastopt, 1 thread"
+    assert result.threads == threads and result.identical
+
+
+@pytest.mark.parametrize("phase", ["warm-up", "timed"])
+def test_thread_count_is_restored_when_the_loop_fails(threads, phase):
+    workload = Recording(fail_loop=1, fail_in=phase)  # the 1-thread mode's loop
+    with pytest.raises(KeyboardInterrupt):
+        training.measure_loop(workload, "Adam", min_time=0.001, repeat=3)
+    assert workload.seen[1][-1] == 1  # it failed on one thread
+    assert fastopt.get_num_threads() == threads
+    assert gc.isenabled()
+
+
+def process_is_gone(pid):
+    """No such process, or one that ended and waits for its parent to reap it (a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("run", [TINY_LOOP_RUN, TINY], ids=["training-loop", "update-table"])
+def test_load_process_runs_during_the_measurement_and_is_gone_afterwards(tiny_loops, threads,
+                                                                         tmp_path, capsys, run):
+    json_path = tmp_path / "loop.json"
+    assert main(run + ["--load", "--json", str(json_path)]) == 0
+    output = capsys.readouterr().out
+    line = next(line for line in output.splitlines() if line.startswith("--load: "))
+    pid = int(line.split("(pid ")[1].split(")")[0])
+    assert process_is_gone(pid)
+    assert "other processes, the --load process among them, took " in output
+    assert json.loads(json_path.read_text())["settings"]["load"] is True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_busy_process_spins_and_stops_on_errors_and_ctrl_c(error):
+    with pytest.raises(error):
+        with busy_process() as process:
+            pid = process.pid
+            assert process.poll() is None
+            began = cpu_seconds(pid)
+            time.sleep(0.5)
+            assert cpu_seconds(pid) - began > 0.02  # it spins (a core, less on a busy machine)
+            raise error("stop")
+    assert process.returncode is not None and process_is_gone(pid)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
+def test_busy_process_ends_by_itself_when_its_parent_dies(run_python):
+    # A parent killed without cleanup (os._exit here, SIGKILL alike): the spinning process sees
+    # its parent change and exits.
+    code = ("import os, sys\n"
+            "from fastopt.benchmark.cpuload import busy_process\n"
+            "with busy_process() as process:\n"
+            "    print(process.pid, flush=True)\n"
+            "    os._exit(0)\n")
+    completed = run_python("-c", code, check=True)
+    pid = int(completed.stdout)
+    deadline = time.monotonic() + 10
+    while not process_is_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process_is_gone(pid)
+
+
+def test_training_loop_options_and_targets_rules(capsys, tmp_path):
+    assert main(["bench", "--training-loop", "--plot", str(tmp_path / "x.png")]) == 2
+    assert "--plot draws the table of single update() calls" in capsys.readouterr().err
+    path = write_targets(tmp_path / "bad.json", ("Adam", "float64", "mlp", "step-share", 5))
+    assert main(TINY_LOOP_RUN + ["--targets", path]) == 2
+    assert "targets[0]: the metric of a training loop (loop-mlp, loop-wide, loop-arrays) is " \
+           "one of loop-threads, step-share, and only theirs is; got 'step-share' for 'mlp'" \
+        in capsys.readouterr().err
+    path = write_targets(tmp_path / "bad.json", ("Adam", "float64", "loop-mlp", "numpy", 5))
+    assert main(TINY_LOOP_RUN + ["--targets", path]) == 2
+    assert "got 'numpy' for 'loop-mlp'" in capsys.readouterr().err
+
+
+def test_blas_threads_option(tiny_loops, threads, tmp_path, capsys):
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    if not before:
+        pytest.skip("NumPy's BLAS is not one threadpoolctl knows")
+    targets = write_targets(tmp_path / "none.json")
+    assert main(TINY_LOOP_RUN + ["--blas-threads", "1", "--targets", targets]) == 0
+    output = capsys.readouterr().out
+    header = next(line for line in output.splitlines() if line.startswith("blas: "))
+    assert header.endswith(", 1 thread")
+    after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert after == before  # given back

@@ -2,6 +2,7 @@
 `fastopt paths` (through the same entry point as the command line)."""
 import gzip
 import json
+import os
 import sys
 
 import numpy as np
@@ -430,3 +431,29 @@ def test_paths_options_change_steps_and_learning_rates(tmp_path, capsys, demo_ex
             main(["paths", *options])
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+class FakeMeter:
+    """OthersCpuMeter with a fixed share: other processes' CPU use, as a test chooses it."""
+
+    share_value = 0.0
+
+    def share(self):
+        return self.share_value
+
+
+@pytest.mark.parametrize("load, share, warned", [(7.5, 0.4, True), (0.2, 0.0, False)])
+def test_compare_warns_like_bench_on_a_busy_machine(monkeypatch, tmp_path, capsys, demo_extra,
+                                                    load, share, warned):
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load), raising=False)
+    monkeypatch.setattr(FakeMeter, "share_value", share)
+    monkeypatch.setattr(compare, "OthersCpuMeter", FakeMeter)
+    run_compare(tmp_path, "busy", "--iters", "3", "--optimizers", "adam")
+    output = capsys.readouterr().out
+    cores = os.cpu_count()
+    before = f"warning: load average 7.5 on {cores} cores before the run: other processes"
+    after = ("warning: other processes took 40% of this machine's CPU time during the run; "
+             "the step times are unreliable")
+    assert (before in output, after in output) == (warned, warned)
+    if warned:  # the load before the table, the share during training after it
+        assert output.index(before) < output.index("optimizer") < output.index(after)

@@ -41,10 +41,18 @@ since an array's speed there depends on where its pages land.
 The pytest-benchmark suite in bench/ uses the same workloads and implementations (see
 bench/README.md): ``pytest bench/``.
 
+``fastopt bench --training-loop`` measures instead the optimizer step inside whole NumPy
+training loops (the textbook's MLP, a wide MLP, 200 arrays with a matrix product between
+steps), with fastopt at its thread count, at 1 thread, and the NumPy reference, interleaved:
+the loop time per iteration, the step's share of it, and their ratios (see
+fastopt.benchmark.training). ``--load`` runs one busy process beside either measurement.
+
 The modules: workloads (the cases and the bytes they move), implementations (fastopt, NumPy,
 the limit and the peers), traffic (TrafficLimit, the limit's kernel), timing (measuring a
-case), targets, report (the table, the header, the plot) and cli (the options and the run, for
-``fastopt bench``). This package re-exports what the bench/ suite and the tests use.
+case; the busy-machine warnings, which ``fastopt compare`` prints too), training (the training
+loops: workloads, measurement, table), cpuload (the busy process of --load), targets, report
+(the table, the header, the plot) and cli (the options and the run, for ``fastopt bench``).
+This package re-exports what the bench/ suite and the tests use.
 """
 # The registry itself (name -> class), for `from fastopt.benchmark import OPTIMIZERS`: iterating
 # it gives the names measured, whatever is registered when it is iterated.
@@ -54,8 +62,12 @@ from .implementations import (DictImplementation, FASTOPT, IMPLEMENTATIONS, LIMI
                               Unsupported, load_peers)
 from .report import format_seconds, machine_info, print_table, write_plot
 from .targets import Target, default_targets_file, evaluate_targets, load_targets
-from .timing import CaseResult, OthersCpuMeter, Timing, measure, measure_case_retrying, run_case
+from .cpuload import busy_process
+from .timing import (CaseResult, OthersCpuMeter, Timing, load_warning, measure,
+                     measure_case_retrying, others_warning, run_case)
 from .traffic import TrafficLimit
+from .training import (LOOP_WORKLOADS, MODES as LOOP_MODES, LoopResult, LoopWorkload,
+                       measure_loop)
 from .workloads import (DTYPES, MULTI_ARRAY_WORKLOADS, WORKLOAD_KINDS, Case, Workload,
                         format_count, optimizer_names, plan_cases, single_array, state_arrays)
 
@@ -64,5 +76,7 @@ __all__ = ["DTYPES", "MULTI_ARRAY_WORKLOADS", "OPTIMIZERS", "WORKLOAD_KINDS", "C
            "DictImplementation", "FASTOPT", "IMPLEMENTATIONS", "LIMIT", "NUMPY", "PEERS",
            "Unsupported", "load_peers",
            "CaseResult", "OthersCpuMeter", "Timing", "measure", "measure_case_retrying", "run_case",
+           "load_warning", "others_warning", "busy_process",
+           "LOOP_WORKLOADS", "LOOP_MODES", "LoopResult", "LoopWorkload", "measure_loop",
            "Target", "default_targets_file", "evaluate_targets", "load_targets", "TrafficLimit",
            "format_seconds", "machine_info", "print_table", "write_plot"]

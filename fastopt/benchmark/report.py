@@ -10,7 +10,7 @@ import numpy as np
 import fastopt
 
 from .implementations import IMPLEMENTATIONS
-from .timing import BUSY_LOAD
+from .timing import load_warning
 from .workloads import MULTI_ARRAY_WORKLOADS, format_count
 
 def format_seconds(seconds):
@@ -41,8 +41,32 @@ def machine_info(threads, peer_notes):
         "numpy": np.__version__,
         "fastopt": fastopt.build_info(),
         "threads": threads,
+        "blas": blas_info(),
         "peers": peer_notes,
     }
+
+
+def blas_info():
+    """NumPy's BLAS as threadpoolctl sees it (the matrix products of a training loop run there,
+    on threads of their own): a list of {"library", "version", "threading", "threads"}, or None
+    when threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return [{"library": pool.get("internal_api"), "version": pool.get("version"),
+             "threading": pool.get("threading_layer"), "threads": pool.get("num_threads")}
+            for pool in threadpool_info() if pool.get("user_api") == "blas"]
+
+
+def _format_blas(pools):
+    if pools is None:
+        return "unknown (pip install threadpoolctl to see it)"
+    if not pools:
+        return "none found"
+    return "; ".join(f"{pool['library']} {pool['version']} ({pool['threading']}), "
+                     f"{pool['threads']} thread{'s' if pool['threads'] != 1 else ''}"
+                     for pool in pools)
 
 
 def _cpu_model():
@@ -56,24 +80,30 @@ def _cpu_model():
     return platform.processor() or "unknown"
 
 
-def print_header(info, out):
+COLUMNS_NOTE = (
+    "columns: median time per update(); GB/s = bytes the optimizer must read and write / "
+    "time; xNAME = NAME's time / fastopt's; limit = TrafficLimit kernel (same bytes, trivial "
+    "math); %limit = fastopt's GB/s as a share of the limit's; others = share of the machine's "
+    "CPU taken by other processes during the case")
+
+
+def print_header(info, out, columns_note=COLUMNS_NOTE):
+    """The machine, the build, NumPy's BLAS, the peers, a warning if the machine is busy, and
+    what the columns of the table below mean (columns_note)."""
     build = info["fastopt"]
     print(f"fastopt {build['version']} bench: {info['cpu']}, {info['cores']} cores; "
           f"Python {info['python']}, NumPy {info['numpy']}", file=out)
     # Every key build_info() has, whatever they are (they change as the build does).
     print("build: " + "; ".join(f"{key} {_format_build_value(value)}"
                                 for key, value in build.items() if key != "version"), file=out)
+    print(f"blas: {_format_blas(info['blas'])}", file=out)
     for note in info["peers"]:
         print(f"peer {note}", file=out)
     load = info["load_average"]
-    if load is not None and load[0] >= BUSY_LOAD:
-        print(f"warning: load average {load[0]:.1f} on {info['cores']} cores before the run: "
-              "other processes compete for the CPU, so timings are noisy (multi-threaded "
-              "cases most)", file=out)
-    print("columns: median time per update(); GB/s = bytes the optimizer must read and write / "
-          "time; xNAME = NAME's time / fastopt's; limit = TrafficLimit kernel (same bytes, "
-          "trivial math); %limit = fastopt's GB/s as a share of the limit's; others = share of "
-          "the machine's CPU taken by other processes during the case", file=out)
+    warning = None if load is None else load_warning(load[0], info["cores"])
+    if warning:
+        print(warning, file=out)
+    print(columns_note, file=out)
 
 
 def _format_build_value(value):
@@ -132,7 +162,9 @@ def print_targets(evaluated, source, out):
     print(f"targets: {met} of {len(evaluated)} met (targets from {source})", file=out)
     for description, ratio, ok in evaluated:
         verdict = "not measured" if ok is None else "met" if ok else "NOT met"
-        print(f"  {verdict:>12}  {description}: {_format_ratio(ratio)}", file=out)
+        # Three decimals near 1, where bounds such as 1.02 sit: 1.024 is not met, "1.02x" hid it
+        shown = f"{ratio:.3f}x" if ratio is not None and ratio < 2 else _format_ratio(ratio)
+        print(f"  {verdict:>12}  {description}: {shown}", file=out)
 
 
 def write_plot(results, path):

@@ -197,6 +197,33 @@ def measure_case_retrying(case, implementations, min_time, repeat, retries, budg
     return result, spent
 
 
+def load_warning(load_average=None, cores=None):
+    """The warning printed before measuring on a busy machine (by `fastopt bench` and `fastopt
+    compare`), or None: when the 1-minute load average (default: os.getloadavg()'s, None where
+    that is missing) is BUSY_LOAD or more. cores: for the message (default os.cpu_count())."""
+    if load_average is None:
+        try:
+            load_average = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform
+            return None
+    if load_average < BUSY_LOAD:
+        return None
+    return (f"warning: load average {load_average:.1f} on {cores or os.cpu_count()} cores "
+            "before the run: other processes compete for the CPU, so timings are noisy "
+            "(multi-threaded ones most)")
+
+
+def others_warning(share, consequence):
+    """The warning printed after measuring when other processes took BUSY_SHARE or more of the
+    machine's CPU time meanwhile (share: from OthersCpuMeter.share(), None if unknown), or None.
+    consequence: what it means for the numbers just printed, e.g. "the step times are
+    unreliable"."""
+    if share is None or share < BUSY_SHARE:
+        return None
+    return (f"warning: other processes took {100 * share:.0f}% of this machine's CPU time "
+            f"during the run; {consequence}")
+
+
 class OthersCpuMeter:
     """How much of the machine's CPU time other processes took since this meter was made:
     busy time from /proc/stat minus this process's (and its children's) CPU time, over wall

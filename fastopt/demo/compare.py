@@ -13,6 +13,9 @@ with every number (a loss that is NaN or infinite, as in a diverged run, is writ
 BLAS runs on one thread while training (through threadpoolctl, which scikit-learn brings):
 the matrices are far too small to gain from threads, and idle BLAS threads spinning after each
 product take the CPU from the optimizer step that follows, which is what is being timed.
+
+On a busy machine it warns as `fastopt bench` does (fastopt.benchmark.timing's load_warning
+before training, others_warning after it): other processes' CPU use makes the step times noisy.
 """
 import argparse
 import contextlib
@@ -23,6 +26,8 @@ import sys
 import time
 
 import numpy as np
+
+from fastopt.benchmark.timing import OthersCpuMeter, load_warning, others_warning
 
 from .common import (BACKENDS, add_optimizer_arguments, check_output_paths,
                      default_learning_rates, format_table, learning_rates, optimizer_class,
@@ -412,6 +417,12 @@ def run(args):
     print(f"{dataset.name}: {len(dataset.train_labels)} training and "
           f"{len(dataset.test_labels)} test images of {dataset.features} pixels")
 
+    # The step times are measured: say so when other processes compete for the CPU, as
+    # `fastopt bench` does (the same test and words: fastopt.benchmark.timing).
+    warning = load_warning()
+    if warning:
+        print(warning)
+    meter = OthersCpuMeter()
     runs = len(rates) * len(backends)
     with single_threaded_blas(), tqdm(total=config.iterations, unit="it",
                                       file=sys.stderr) as progress:
@@ -428,6 +439,9 @@ def run(args):
     print(f"after {config.iterations} iterations of batch {config.batch_size} "
           f"(step = mean time of one opt.update call, in microseconds):")
     print(results_table(results))
+    warning = others_warning(meter.share(), "the step times are unreliable")
+    if warning:
+        print(warning)
     plot_results(results, config, dataset.name, args.plot, pyplot)
     print(f"plot written to {os.path.abspath(args.plot)}")
     if args.json:
