@@ -346,10 +346,10 @@ def tiny_loops(monkeypatch):
 
 @pytest.fixture
 def threads():
-    """fastopt's thread count for the test: 3 with OpenMP (not the 1 of the 1-thread mode),
+    """fastopt's thread count for the test: 3 with threads (not the 1 of the 1-thread mode),
     restored afterwards."""
     before = fastopt.get_num_threads()
-    count = 3 if fastopt.build_info()["openmp"] else 1
+    count = 3 if fastopt.build_info()["threads_enabled"] else 1
     fastopt.set_num_threads(count)
     yield count
     fastopt.set_num_threads(before)
