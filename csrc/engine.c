@@ -308,14 +308,22 @@ static void run_step_chunk(void *context, int64_t c)
 #define FO_WARMUP_BURSTS 2
 #define FO_EXPLORE_RATIO 100.0
 #define FO_MEAN_WEIGHT 0.125 /* weight of the newest step in the better mode's mean */
+#define FO_OUTLIER 4.0
 /* Each worker's share is cut into about this many chunks, so that a late worker leaves
  * little for the others; a chunk is at least FO_MIN_CHUNK elements. */
 #define FO_CHUNKS_PER_THREAD 4
 #define FO_MIN_CHUNK 512
 
-static int better_mode(const fastopt_plan *plan)
+/* The better mode, with hysteresis: the other one must be faster by FO_SWITCH_MARGIN, or noise
+ * in two means that are close would flip the plan back and forth, and the time spent in the
+ * truly slower mode would not be bounded. */
+#define FO_SWITCH_MARGIN 0.05
+static int better_mode(fastopt_plan *plan)
 {
-    return plan->mean_seconds[1] < plan->mean_seconds[0] ? 1 : 0;
+    const int current = plan->better, other = 1 - current;
+    if (plan->mean_seconds[other] < (1.0 - FO_SWITCH_MARGIN) * plan->mean_seconds[current])
+        plan->better = other;
+    return plan->better;
 }
 
 static void start_burst(fastopt_plan *plan, int mode)
@@ -360,9 +368,18 @@ static void record_step(fastopt_plan *plan, int mode, double seconds)
             plan->mean_seconds[mode] = plan->burst_seconds / FO_BURST;
             plan->samples[mode] += FO_BURST;
             plan->seconds_since_other = 0.0;
+            if (plan->samples[0] == plan->samples[1]) /* warm-up: no incumbent yet */
+                plan->better = plan->mean_seconds[1] < plan->mean_seconds[0] ? 1 : 0;
         }
         return;
     }
+    /* One step counts for at most FO_OUTLIER times the mean: a hiccup of the machine (a 13 ms
+     * one on one step in 3000 here) must not send the plan to the other mode for thousands of
+     * steps; stalls that keep coming (threads on a loaded machine) still raise the mean, by
+     * up to that factor each time. */
+    const double cap = FO_OUTLIER * plan->mean_seconds[mode];
+    if (seconds > cap)
+        seconds = cap;
     plan->mean_seconds[mode] += FO_MEAN_WEIGHT * (seconds - plan->mean_seconds[mode]);
     if (plan->samples[mode] < INT32_MAX)
         ++plan->samples[mode];

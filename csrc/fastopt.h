@@ -110,6 +110,7 @@ typedef struct {
     double last_seconds[2];     /* the latest step time */
     double seconds_since_other; /* time spent in the better mode since the other's burst */
     int32_t warm;               /* the first step (not measured) has run */
+    int32_t better;             /* the mode the plan runs outside bursts */
     int32_t burst_mode;         /* the mode of the burst in progress */
     int32_t burst_left;         /* steps left in it (0: none) */
     double burst_seconds;       /* its time so far */

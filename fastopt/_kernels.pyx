@@ -61,6 +61,7 @@ cdef extern from "fastopt.h" nogil:
         double last_seconds[2]
         double seconds_since_other
         int warm
+        int better
         int burst_mode
         int burst_left
         double burst_seconds
@@ -525,6 +526,7 @@ cdef class Plan:
         self.plan.last_seconds[:] = [0.0, 0.0]
         self.plan.seconds_since_other = 0.0
         self.plan.warm = 0
+        self.plan.better = 0
         self.plan.burst_mode = 0
         self.plan.burst_left = 0
         self.plan.burst_seconds = 0.0
