@@ -297,9 +297,12 @@ static void run_step_chunk(void *context, int64_t c)
 
 /* How a plan decides between one thread and the pool (fastopt_plan's policy fields). Its first
  * step runs on the pool and is not measured (first touches of fresh state arrays, workers
- * XX
- * the plan runs the mode whose mean step time is lower: the better mode's is a weighted mean of
- * all its steps (stalls included), the other's the mean of its latest burst. The other mode
+ * being started: a measurement of that would condemn the pool for hundreds of steps). Then the
+ * modes take turns, a burst of FO_BURST steps each, the pool first, FO_WARMUP_BURSTS times (the
+ * first bursts after a plan is built run slower here, the pool's most); from then on the plan
+ * runs the mode whose mean step time is lower (by FO_SWITCH_MARGIN, to switch): the better
+ * mode's mean is a weighted mean of its steps (stalls included, each capped at FO_OUTLIER
+ * times the mean), the other's the mean of its latest burst. The other mode
  * gets a new burst only after the plan has spent FO_EXPLORE_RATIO times that burst's expected
  * cost in the better mode: re-measuring costs at most about 1/FO_EXPLORE_RATIO of the plan's
  * time, and a mode that was very slow (threads while another program had the other core) is
@@ -341,7 +344,8 @@ static int choose_mode(fastopt_plan *plan)
     if (!plan->warm)
         return -1;
     if (plan->burst_left == 0) {
-        if (plan->samples[1] < FO_WARMUP_BURSTS * FO_BURST && plan->samples[1] <= plan->samples[0])
+        if (plan->samples[1] < FO_WARMUP_BURSTS * FO_BURST
+            && plan->samples[1] <= plan->samples[0])
             start_burst(plan, 1);
         else if (plan->samples[0] < FO_WARMUP_BURSTS * FO_BURST)
             start_burst(plan, 0);
