@@ -15,6 +15,9 @@
  * One job at a time: a second caller (another optimizer in another Python thread) that finds
  * the pool busy runs its chunks alone rather than wait.
  */
+#if !defined(_WIN32) && !defined(__APPLE__) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, CLOCK_MONOTONIC under -std=c99 */
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 

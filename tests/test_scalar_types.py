@@ -1,6 +1,9 @@
 """NumPy-scalar hyperparameters (issue H, item 10): the reference keeps a NumPy scalar's dtype
 (NEP 50), so its coefficients and, where the scalar is wider than the array, its element
 operations change; fastopt must compute the same bits or refuse with a TypeError."""
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,9 @@ import fastopt.reference as reference
 from fastopt import OPTIMIZERS
 from fastopt.testing import assert_dict_bitwise_equal, assert_state_bitwise_equal
 
+# The shared helpers of test_optimizers.py, also under --import-mode=importlib (the wheel checks
+# and cibuildwheel), where the tests folder is not on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_optimizers import (THREADS, copy_params, make_grads, make_params,
                              non_default_hyperparameters, thread_settings)
 from test_optimizers import run_both as run_both_with_rng

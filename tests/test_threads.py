@@ -13,6 +13,9 @@ import fastopt.reference
 from fastopt import _kernels
 from fastopt.testing import assert_bitwise_equal
 
+# The shared helpers of test_optimizers.py, also under --import-mode=importlib (the wheel checks
+# and cibuildwheel), where the tests folder is not on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_optimizers import thread_settings
 
 THREADS_BUILT = fastopt.build_info()["threads_enabled"]
