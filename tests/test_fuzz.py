@@ -8,7 +8,8 @@ them. run_optimizer_case() and run_global_norm_case() build the arrays twice, on
 once for the reference, and compare every buffer and state bit for bit after every step. When
 arrays a step writes share memory with each other or with a gradient (numpy.shares_memory
 decides), fastopt must raise ValueError and change nothing: parameters, gradients, state and
-step count stay as they were.
+step count stay as they were; a quarter of the cases may overlap, and the overlap property
+corrupts one step of every case on purpose. Later steps must again match the reference.
 
 This module is the one place the strategies and properties live. pytest runs it with the "ci"
 profile (a fixed number of derandomized examples, no example database); tools/fuzz.py runs the
@@ -479,9 +480,18 @@ def run_optimizer_case(case):
             except (TypeError, ValueError) as error:
                 after = (_snapshot(ours_raw), [a.tobytes() for _, a in _state_arrays(ours)],
                          ours.state_dict()["step"])
-                assert after[0] == before[0], f"{where}: {error!r} raised, buffers changed"
-                assert after[1] == before[1], f"{where}: {error!r} raised, state changed"
-                assert after[2] == before[2], f"{where}: {error!r} raised, step count changed"
+                changed = [i for i, (old, new) in enumerate(zip(before[0], after[0])) if old != new]
+                if changed:
+                    raise AssertionError(f"{where}: {error!r} raised, but buffers {changed} "
+                                         f"changed") from error
+                changed = [name for (name, _), old, new in zip(states, before[1], after[1])
+                           if old != new]
+                if changed or len(before[1]) != len(after[1]):
+                    raise AssertionError(f"{where}: {error!r} raised, but the state changed: "
+                                         f"{changed or 'arrays added or removed'}") from error
+                if after[2] != before[2]:
+                    raise AssertionError(f"{where}: {error!r} raised, but the step count went "
+                                         f"from {before[2]} to {after[2]}") from error
                 if overlap is None:
                     raise AssertionError(f"{where}: fastopt raised {error!r}, but no arrays "
                                          f"overlap and the reference takes this step") from error
