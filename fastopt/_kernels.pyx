@@ -843,7 +843,8 @@ def update(optimizer, params, grads):
     Raises:
     - TypeError: params or grads is not a dict; a value is not a numpy.ndarray (or is a masked
       array or numpy.matrix); a dtype is not float32/float64 in native byte order; a
-      gradient's dtype differs from its parameter's.
+      gradient's dtype differs from its parameter's; a NumPy-scalar hyperparameter is wider
+      than the arrays (a numpy.float64 lr with float32 params: see the README).
     - ValueError: the keys of params and grads differ; a shape differs; a parameter is
       read-only; two arrays the step writes or reads share memory; a key has no optimizer
       state (added after the first update(): see reset()) or its state's shape or dtype
