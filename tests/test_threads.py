@@ -27,8 +27,7 @@ needs_threads = pytest.mark.skipif(not THREADS_BUILT, reason="built without thre
     ({"OMP_NUM_THREADS": "3,2"}, 3),
     ({"FASTOPT_NUM_THREADS": "2", "OMP_NUM_THREADS": "5"}, 2),
     ({"OMP_NUM_THREADS": "0"}, 1),
-    ({"OMP_NUM_THREADS": "100000"}, 1024),
-])
+])  # (OMP_NUM_THREADS alone, and beyond the bound: test_validation.py, test_all_or_nothing.py)
 @needs_threads
 def test_default_thread_count_from_the_environment(run_python, environment, expected):
     clean = {"FASTOPT_NUM_THREADS": "", "OMP_NUM_THREADS": "", **environment}
