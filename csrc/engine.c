@@ -251,21 +251,32 @@ static inline int tensor_piece(const fastopt_plan *plan, int64_t t, int64_t begi
     return *last > *first;
 }
 
-/* Apply the kernel to the elements [begin, end) of the concatenated run. */
-static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, int64_t begin,
-                      int64_t end, const double *coefficients)
+/* What one step runs: the unit's loops of every kernel, the kernel of each group of tensors and
+ * the coefficients of group g at coefficients + g * FASTOPT_MAX_COEFFICIENTS (one group, group
+ * 0, when the plan has no group array). */
+typedef struct {
+    const fastopt_loop_fn (*loops)[FASTOPT_NUM_DTYPES];
+    const int *kernels;
+    const double *coefficients;
+} fo_step_kernels;
+
+/* Apply the kernels to the elements [begin, end) of the concatenated run. */
+static void run_range(const fo_step_kernels *step, const fastopt_plan *plan, int64_t begin,
+                      int64_t end)
 {
     int64_t first, last;
     for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && plan->offset[t] < end; ++t) {
         if (!tensor_piece(plan, t, begin, end, &first, &last))
             continue;
         const int dtype = plan->dtype[t];
+        const int group = plan->group ? plan->group[t] : 0;
         const size_t skip = (size_t)first * item_size(dtype);
         void *state[FASTOPT_MAX_STATES];
         for (int s = 0; s < plan->n_states; ++s)
             state[s] = (char *)plan->state[s * plan->n_tensors + t] + skip;
-        loops[dtype](last - first, (char *)plan->param[t] + skip,
-                     (const char *)plan->grad[t] + skip, state, coefficients);
+        step->loops[step->kernels[group]][dtype](
+            last - first, (char *)plan->param[t] + skip, (const char *)plan->grad[t] + skip,
+            state, step->coefficients + (size_t)group * FASTOPT_MAX_COEFFICIENTS);
     }
 }
 
@@ -274,9 +285,8 @@ static void run_range(const fastopt_loop_fn *loops, const fastopt_plan *plan, in
  * rarely share a cache line). Elements are independent: whichever thread runs a chunk, the
  * bits are the same. */
 typedef struct {
-    const fastopt_loop_fn *loops;
+    const fo_step_kernels *step;
     const fastopt_plan *plan;
-    const double *coefficients;
     int64_t total, n_chunks;
 } fo_step_job;
 
@@ -291,8 +301,8 @@ static inline int64_t chunk_start(int64_t total, int64_t n_chunks, int64_t c)
 static void run_step_chunk(void *context, int64_t c)
 {
     const fo_step_job *job = (const fo_step_job *)context;
-    run_range(job->loops, job->plan, chunk_start(job->total, job->n_chunks, c),
-              chunk_start(job->total, job->n_chunks, c + 1), job->coefficients);
+    run_range(job->step, job->plan, chunk_start(job->total, job->n_chunks, c),
+              chunk_start(job->total, job->n_chunks, c + 1));
 }
 
 /* How a plan decides between one thread and the pool (fastopt_plan's policy fields). Its first
@@ -390,30 +400,41 @@ static void record_step(fastopt_plan *plan, int mode, double seconds)
     plan->seconds_since_other += seconds;
 }
 
-void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
+static void run_step(const fo_step_kernels *step, fastopt_plan *plan)
 {
-    const fastopt_loop_fn *loops = units[fastopt_simd_active()]->loops[kernel];
     const int64_t total = plan->offset[plan->n_tensors];
     const int threads = fastopt_get_num_threads();
     /* A zero threshold (for tests) splits even the smallest step, in chunks of 16 elements. */
     const int64_t min_chunk = parallel_threshold > 0 ? FO_MIN_CHUNK : 16;
     if (!FASTOPT_THREADS || threads < 2 || total < 2 * min_chunk
         || plan->cost < parallel_threshold) {
-        run_range(loops, plan, 0, total, coefficients);
+        run_range(step, plan, 0, total);
         return;
     }
     const int mode = choose_mode(plan);
     const double start = fo_seconds();
     if (mode == 0) {
-        run_range(loops, plan, 0, total, coefficients);
+        run_range(step, plan, 0, total);
     } else {
         int64_t n_chunks = (int64_t)threads * FO_CHUNKS_PER_THREAD;
         if (n_chunks > total / min_chunk)
             n_chunks = total / min_chunk;
-        fo_step_job job = {loops, plan, coefficients, total, n_chunks};
+        fo_step_job job = {step, plan, total, n_chunks};
         fo_pool_run(threads - 1, n_chunks, run_step_chunk, &job);
     }
     record_step(plan, mode, fo_seconds() - start);
+}
+
+void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
+{
+    const fo_step_kernels step = {units[fastopt_simd_active()]->loops, &kernel, coefficients};
+    run_step(&step, plan);
+}
+
+void fastopt_run_groups(const int *kernels, fastopt_plan *plan, const double *coefficients)
+{
+    const fo_step_kernels step = {units[fastopt_simd_active()]->loops, kernels, coefficients};
+    run_step(&step, plan);
 }
 
 /* ---- the reduction pass ------------------------------------------------------------------ */

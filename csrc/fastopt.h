@@ -33,8 +33,29 @@ extern "C" {
     X(adam, 2, f32_two_pass, 720, 1130)           \
     X(traffic0, 0, one_pass, 100, 250)            \
     X(traffic1, 1, one_pass, 190, 370)            \
-    X(traffic2, 2, one_pass, 250, 500)          \
-    X(adam_lr_t_f32, 2, f32_two_pass, 720, 1130)
+    X(traffic2, 2, one_pass, 250, 500)            \
+    X(adam_lr_t_f32, 2, f32_two_pass, 720, 1130)  \
+    FASTOPT_FOR_EACH_OPTIM_KERNEL(X)
+
+/* fastopt.optim's kernels (PyTorch's optimizers and Lion). A kernel's state arrays are a prefix
+ * of the plan's: a plan keeps the widest variant's states, and a group of tensors that runs a
+ * narrower variant (SGD without momentum next to SGD with it) leaves the rest untouched. */
+#define FASTOPT_FOR_EACH_OPTIM_KERNEL(X)                    \
+    X(optim_sgd, 0, one_pass, 150, 300)                     \
+    X(optim_sgd_momentum, 1, one_pass, 250, 450)            \
+    X(optim_adam, 2, one_pass, 900, 1400)                   \
+    X(optim_adam_amsgrad, 3, one_pass, 1000, 1600)          \
+    X(optim_adagrad, 1, one_pass, 450, 1200)                \
+    X(optim_rmsprop, 1, one_pass, 450, 1200)                \
+    X(optim_rmsprop_centered, 2, one_pass, 550, 1400)       \
+    X(optim_rmsprop_momentum, 2, one_pass, 550, 1400)       \
+    X(optim_rmsprop_centered_momentum, 3, one_pass, 650, 1600) \
+    X(optim_adadelta, 2, one_pass, 900, 2000)               \
+    X(optim_adamax, 2, one_pass, 600, 1200)                 \
+    X(optim_nadam, 2, one_pass, 1000, 1700)                 \
+    X(optim_radam, 2, one_pass, 500, 900)                   \
+    X(optim_radam_rectified, 2, one_pass, 900, 1400)        \
+    X(optim_lion, 1, one_pass, 300, 500)
 
 #define FASTOPT_COEFFICIENTS_sgd(X) X(lr)
 #define FASTOPT_COEFFICIENTS_momentum(X) X(momentum) X(lr)
@@ -46,6 +67,37 @@ extern "C" {
 /* Adam when NumPy-scalar hyperparameters make lr_t a float32 (or narrower) scalar: with float32
  * arrays, the reference's last line then runs in float32, not float64. */
 #define FASTOPT_COEFFICIENTS_adam_lr_t_f32(X) FASTOPT_COEFFICIENTS_adam(X)
+/* fastopt.optim: every kernel but Lion's starts with the gradient prologue (see
+ * elementwise.h): gradient_scale, then l2 (1: add weight_decay * p) and weight_decay. */
+#define FASTOPT_OPTIM_PROLOGUE(X) X(gradient_scale) X(l2) X(weight_decay)
+#define FASTOPT_COEFFICIENTS_optim_sgd(X) FASTOPT_OPTIM_PROLOGUE(X) X(lr)
+#define FASTOPT_COEFFICIENTS_optim_sgd_momentum(X) \
+    FASTOPT_OPTIM_PROLOGUE(X) X(first) X(momentum) X(one_minus_dampening) X(nesterov) X(lr)
+#define FASTOPT_COEFFICIENTS_optim_adam(X)                                                     \
+    FASTOPT_OPTIM_PROLOGUE(X) X(decay) X(one_minus_beta1) X(beta2) X(one_minus_beta2)         \
+    X(bias_correction2_sqrt) X(eps) X(neg_step_size)
+#define FASTOPT_COEFFICIENTS_optim_adam_amsgrad(X) FASTOPT_COEFFICIENTS_optim_adam(X)
+#define FASTOPT_COEFFICIENTS_optim_adagrad(X) FASTOPT_OPTIM_PROLOGUE(X) X(neg_clr) X(eps)
+#define FASTOPT_COEFFICIENTS_optim_rmsprop(X) \
+    FASTOPT_OPTIM_PROLOGUE(X) X(alpha) X(one_minus_alpha) X(eps) X(momentum) X(neg_lr)
+#define FASTOPT_COEFFICIENTS_optim_rmsprop_centered(X) FASTOPT_COEFFICIENTS_optim_rmsprop(X)
+#define FASTOPT_COEFFICIENTS_optim_rmsprop_momentum(X) FASTOPT_COEFFICIENTS_optim_rmsprop(X)
+#define FASTOPT_COEFFICIENTS_optim_rmsprop_centered_momentum(X) \
+    FASTOPT_COEFFICIENTS_optim_rmsprop(X)
+#define FASTOPT_COEFFICIENTS_optim_adadelta(X) \
+    FASTOPT_OPTIM_PROLOGUE(X) X(rho) X(one_minus_rho) X(eps) X(neg_lr)
+#define FASTOPT_COEFFICIENTS_optim_adamax(X) \
+    FASTOPT_OPTIM_PROLOGUE(X) X(one_minus_beta1) X(beta2) X(eps) X(neg_clr)
+#define FASTOPT_COEFFICIENTS_optim_nadam(X)                                                    \
+    FASTOPT_OPTIM_PROLOGUE(X) X(decay) X(one_minus_beta1) X(beta2) X(one_minus_beta2)         \
+    X(bias_correction2) X(eps) X(gradient_coefficient) X(average_coefficient)
+#define FASTOPT_COEFFICIENTS_optim_radam(X)                                                    \
+    FASTOPT_OPTIM_PROLOGUE(X) X(decay) X(one_minus_beta1) X(beta2) X(one_minus_beta2)         \
+    X(bias_correction1) X(lr) X(bias_correction2_sqrt) X(eps) X(rect)
+#define FASTOPT_COEFFICIENTS_optim_radam_rectified(X) FASTOPT_COEFFICIENTS_optim_radam(X)
+#define FASTOPT_COEFFICIENTS_optim_lion(X)                                                     \
+    X(gradient_scale) X(weight_decay) X(one_minus_beta1) X(beta1) X(one_minus_beta2) X(beta2) \
+    X(neg_lr)
 #define FASTOPT_COEFFICIENTS_traffic0(X)
 #define FASTOPT_COEFFICIENTS_traffic1(X)
 #define FASTOPT_COEFFICIENTS_traffic2(X)
@@ -103,6 +155,8 @@ typedef struct {
     const void *const *grad;
     void *const *state; /* n_states * n_tensors: state array s of tensor t at [s * n_tensors + t] */
     int n_states;
+    const int *group; /* NULL (every tensor in group 0), or per tensor its group: see
+                         fastopt_run_groups */
     /* fastopt_run's memory of how each mode fared on this plan, [0] one thread, [1] the pool
      * (start all at 0; see choose_mode in engine.c) */
     int32_t samples[2];         /* steps measured */
@@ -123,6 +177,12 @@ int64_t fastopt_estimate_cost(int kernel, int64_t n_tensors, const int64_t *size
 /* Apply one kernel to the whole plan. Safe to call without the GIL, but not on one plan from
  * two threads at once (it updates the plan's thread statistics). */
 void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients);
+
+/* Apply to each tensor t the kernel of its group g = plan->group[t]: kernels[g], with the
+ * coefficients at coefficients + g * FASTOPT_MAX_COEFFICIENTS (fastopt.optim's per-key
+ * hyperparameters: one call for every group). Each kernel's state arrays must be a prefix of
+ * the plan's. */
+void fastopt_run_groups(const int *kernels, fastopt_plan *plan, const double *coefficients);
 
 /* The reduction pass: a read-only pass over the gradients of a plan (plan->grad; params and
  * states are not touched) that returns the sum of the squares of every element, in double.

@@ -26,18 +26,22 @@
 #define REAL float
 #define FO_NAME(name) name##_f32
 #define FO_SQRT sqrtf
+#define FO_ABS fabsf
 #include "elementwise.h"
 #undef REAL
 #undef FO_NAME
 #undef FO_SQRT
+#undef FO_ABS
 
 #define REAL double
 #define FO_NAME(name) name##_f64
 #define FO_SQRT sqrt
+#define FO_ABS fabs
 #include "elementwise.h"
 #undef REAL
 #undef FO_NAME
 #undef FO_SQRT
+#undef FO_ABS
 
 /* Elements before p reaches a 64-byte boundary (at most n). A large NumPy array starts 16 bytes
  * past a page boundary, and the arrays of one step usually share that offset, so running these
