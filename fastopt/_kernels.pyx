@@ -56,6 +56,7 @@ cdef extern from "fastopt.h" nogil:
         const void **grad
         void **state
         int n_states
+        const int *group
         int samples[2]
         double mean_seconds[2]
         double last_seconds[2]
@@ -73,6 +74,7 @@ cdef extern from "fastopt.h" nogil:
     int64_t fastopt_reduce_blocks(int64_t elements)
     double fastopt_sum_of_squares(const fastopt_plan *plan, double *block_sums, int *nonfinite)
     void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
+    void fastopt_run_groups(const int *kernels, fastopt_plan *plan, const double *coefficients)
     int fastopt_simd_compiled(int simd)
     int fastopt_simd_supported(int simd)
     int fastopt_simd_best()
@@ -115,6 +117,7 @@ def _read_registry():
 
 
 MAX_THREADS = FASTOPT_MAX_THREADS  # most threads set_num_threads accepts
+MAX_COEFFICIENTS = FASTOPT_MAX_COEFFICIENTS  # a group's stride in run_groups' coefficients
 
 # name -> Kernel(id, n_states, coefficient_names), as csrc/fastopt.h registers them
 # DTYPES: the NumPy dtypes the kernels take, in the order of the C dtype table
@@ -392,12 +395,25 @@ cdef class Plan:
     cdef Py_ssize_t n_written
     cdef fastopt_plan plan
     cdef bint busy
+    # Groups (fastopt.optim's per-key hyperparameters): per tensor its group, and per group the
+    # kernel and coefficients of the step being run (fastopt_run_groups).
+    cdef readonly Py_ssize_t n_groups
+    cdef readonly tuple groups  # per key, its group
+    cdef int *group_of_tensor
+    cdef int *group_kernels
+    cdef double *group_coefficients
+    cdef public object tag      # the optimizer's own per-plan data (fastopt.optim: the groups)
 
     def __cinit__(self):
         self.n = 0
         self.memory = NULL
         self.info = NULL
         self.busy = False
+        self.group_of_tensor = NULL
+        self.group_kernels = NULL
+        self.group_coefficients = NULL
+        self.n_groups = 1
+        self.groups = ()
         self.started = False
         self.ready = False
         self.declined_index = -1
@@ -407,6 +423,9 @@ cdef class Plan:
         if self.info != NULL:
             self._release_grads()
         PyMem_Free(self.memory)
+        PyMem_Free(self.group_of_tensor)
+        PyMem_Free(self.group_kernels)
+        PyMem_Free(self.group_coefficients)
 
     cdef int _allocate(self, Py_ssize_t n, Py_ssize_t n_states, Py_ssize_t total_dims) except -1:
         """The one allocation: 8-byte-aligned slices for every per-tensor array."""
@@ -438,7 +457,10 @@ cdef class Plan:
         self.dtypes = <int *>cursor
         return 0
 
-    def __init__(self, str kernel, tuple keys, list params, list states, tuple state_names=()):
+    def __init__(self, str kernel, tuple keys, list params, list states, tuple state_names=(),
+                 tuple groups=None):
+        """groups (fastopt.optim): None, or per key the index of its group, 0 <= index < number
+        of groups; each group then runs its own kernel and coefficients (run_groups())."""
         cdef Py_ssize_t i, j, s, n = len(keys)
         cdef cnp.ndarray p, a
         cdef tensor_info *t
@@ -535,6 +557,22 @@ cdef class Plan:
         self.plan.grad = self.grad_ptr
         self.plan.state = self.state_ptr
         self.plan.n_states = self.n_states
+        self.plan.group = NULL
+        if groups is not None:
+            if len(groups) != n or any(not 0 <= group < n for group in groups):
+                raise ValueError("groups: one index per key, each in [0, number of keys)")
+            self.groups = groups
+            self.n_groups = max(groups) + 1 if n else 1
+            self.group_of_tensor = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
+            self.group_kernels = <int *>PyMem_Malloc(self.n_groups * sizeof(int))
+            self.group_coefficients = <double *>PyMem_Malloc(
+                self.n_groups * FASTOPT_MAX_COEFFICIENTS * sizeof(double))
+            if (self.group_of_tensor == NULL or self.group_kernels == NULL
+                    or self.group_coefficients == NULL):
+                raise MemoryError()
+            for i in range(n):
+                self.group_of_tensor[i] = groups[i]
+            self.plan.group = self.group_of_tensor
 
         self.written = list(self.params) + [self.states[i][s] for s in range(self.n_states)
                                             for i in range(n)]
@@ -673,6 +711,66 @@ cdef class Plan:
                 return False
         return True
 
+    def bound_sum_of_squares(self):
+        """(sum of the squares of every gradient element, in double; any NaN or infinity?) over
+        the gradients of the step in progress (fastopt.optim calls it from inside a step, while
+        the gradients are bound), in the plan's flat order of each key: the reduction pass of
+        csrc/fastopt.h, bit-identical for every SIMD path and thread count."""
+        cdef Py_ssize_t i
+        cdef int nonfinite = 0
+        cdef double total
+        if not self.busy:
+            raise RuntimeError("bound_sum_of_squares() is for a step in progress")
+        for i in range(self.n):
+            if self.info[i].grad == NULL:
+                raise RuntimeError("bound_sum_of_squares() is for a step in progress")
+        cdef double *block_sums = <double *>PyMem_Malloc(
+            max(fastopt_reduce_blocks(self.offsets[self.n]), 1) * sizeof(double))
+        if block_sums == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                total = fastopt_sum_of_squares(&self.plan, block_sums, &nonfinite)
+        finally:
+            PyMem_Free(block_sums)
+        return total, bool(nonfinite)
+
+    cdef int _set_groups(self, object kernels, object coefficients) except -1:
+        """This step's kernel ids per group (each with at most the plan's state arrays) and
+        coefficients (per group, a sequence of at most MAX_COEFFICIENTS doubles, in its kernel's
+        order)."""
+        cdef Py_ssize_t g, i
+        cdef int kernel
+        cdef const fastopt_kernel_info *info
+        if self.group_kernels == NULL:
+            raise ValueError("this plan was built without groups")
+        if len(kernels) != self.n_groups or len(coefficients) != self.n_groups:
+            raise ValueError(f"this plan has {self.n_groups} groups")
+        for g in range(self.n_groups):
+            kernel = kernels[g]
+            info = fastopt_kernel(kernel)
+            if info == NULL or info.n_states > self.n_states:
+                raise ValueError(f"kernel {kernel} does not fit this plan's state arrays")
+            values = coefficients[g]
+            if len(values) != info.n_coefficients:
+                raise ValueError(f"kernel {info.name.decode()} takes {info.n_coefficients} "
+                                 f"coefficients, got {len(values)}")
+            self.group_kernels[g] = kernel
+            for i in range(info.n_coefficients):
+                self.group_coefficients[g * FASTOPT_MAX_COEFFICIENTS + i] = values[i]
+        return 0
+
+    cdef void _run_bound_groups(self):
+        """Run the bound step with the groups' kernels and coefficients (_set_groups), staged
+        parameters copied in and out through NumPy's C API (no Python code)."""
+        cdef Py_ssize_t i
+        for i in self.staged:
+            cnp.PyArray_CopyInto(<cnp.ndarray>self.targets[i], <cnp.ndarray>self.params[i])
+        with nogil:
+            fastopt_run_groups(self.group_kernels, &self.plan, self.group_coefficients)
+        for i in self.staged:
+            cnp.PyArray_CopyInto(<cnp.ndarray>self.params[i], <cnp.ndarray>self.targets[i])
+
     def step(self, params, grads, coefficients):
         """Run one step if params and grads fit this plan: return STEP_RAN (0), or a DECLINED_*
         reason (declined_index and overlapping_index say which key and array), having modified
@@ -778,12 +876,16 @@ cdef class Core:
     cdef readonly int64_t step   # steps taken
     cdef readonly object state   # None, or the optimizer's state (its own structure)
     cdef readonly object plan    # None, or the Plan of the last step
+    cdef readonly object scalars  # None, or the optimizer's scalar state (fastopt.optim)
+    cdef readonly int64_t skipped  # steps skipped for non-finite gradients (fastopt.optim)
     cdef bint busy
 
     def __cinit__(self):
         self.step = 0
         self.state = None
         self.plan = None
+        self.scalars = None
+        self.skipped = 0
         self.busy = False
 
     def drop_plan(self):
@@ -815,16 +917,113 @@ cdef class Core:
             self.step = step
         return reason
 
-    def replace(self, int64_t step, state):
-        """For the holder of the core: a new step count and state, and no plan (reset(),
-        load_state_dict())."""
+    def replace(self, int64_t step, state, scalars=None, int64_t skipped=0):
+        """For the holder of the core: a new step count, state, scalar state and count of
+        skipped steps, and no plan (reset(), load_state_dict())."""
         if not self.busy:
             raise RuntimeError("Core.replace() needs hold()")
-        if step < 0:
+        if step < 0 or skipped < 0:
             raise ValueError("the step count must be >= 0")
         self.step = step
         self.state = state
+        self.scalars = scalars
+        self.skipped = skipped
         self.plan = None
+
+    def commit_groups(self, Plan plan, state, optimizer, params, grads, int64_t step,
+                      grad_scale, max_grad_norm):
+        """For the holder of the core (fastopt.optim's slow path): _groups_step below with a
+        plan and state that become the optimizer's if the step runs. Returns (reason, norm)."""
+        if not self.busy:
+            raise RuntimeError("Core.commit_groups() needs hold()")
+        cdef int reason = _STEP_RAN
+        norm = _groups_step(self, plan, state, optimizer, params, grads, step, grad_scale,
+                            max_grad_norm, &reason)
+        return reason, norm
+
+
+cdef object _groups_step(Core core, Plan plan, object state, object optimizer, object params,
+                         object grads, int64_t step, object grad_scale, object max_grad_norm,
+                         int *reason):
+    """One fastopt.optim step on plan, for a caller holding core: bind the gradients, ask
+    optimizer._plan_step(plan, step, grad_scale, max_grad_norm) for this step's kernels and
+    coefficients per group (it may run the reduction pass, plan.bound_sum_of_squares()), run
+    them, and commit: plan, state, step and scalar state become the optimizer's with no Python
+    code after the kernel. _plan_step returns (kernels, coefficients, norm, scalars); kernels
+    None skips the step (non-finite gradients): only core.skipped changes. Returns the norm;
+    *reason is STEP_RAN, or why the plan declined (nothing changed)."""
+    if plan.busy:
+        raise RuntimeError(_BUSY_MESSAGE)
+    plan.busy = True
+    try:
+        if not plan.ready:
+            reason[0] = _DECLINED_NOT_READY
+            return None
+        if not (PyDict_CheckExact(params) and PyDict_CheckExact(grads)
+                and len(<dict>params) == plan.n and len(<dict>grads) == plan.n):
+            reason[0] = _DECLINED_STRUCTURE
+            return None
+        reason[0] = plan._bind_grads(<dict>params, <dict>grads)
+        if reason[0] != _STEP_RAN:
+            return None
+        kernels, coefficients, norm, scalars = optimizer._plan_step(plan, step, grad_scale,
+                                                                    max_grad_norm)
+        if kernels is None:
+            core.skipped += 1
+            return norm
+        plan._set_groups(kernels, coefficients)
+        plan._run_bound_groups()
+        core.plan = plan
+        core.state = state
+        core.scalars = scalars
+        core.step = step
+        return norm
+    finally:
+        plan._release_grads()
+        plan.busy = False
+
+
+def update_groups(optimizer, params, grads, grad_scale=None, max_grad_norm=None):
+    """Apply one step to every array in params, in place; return the global gradient norm
+    (a Python float) when it was computed (max_grad_norm or skip_nonfinite), else None.
+
+    params: dict of name -> writeable float32 or float64 numpy.ndarray (native byte order, any
+    shape and layout), updated in place. grads: dict with the same names -> arrays of the same
+    shape and dtype, never modified. The first update() creates the state for exactly these
+    keys (reset() to change them).
+    grad_scale: None, or a finite number every gradient is multiplied by before anything else
+      (e.g. 1/loss_scale); the norm is that of the scaled gradients.
+    max_grad_norm: None, or a number > 0: the gradients (scaled) are also multiplied by
+      min(1, max_grad_norm / (norm + 1e-6)), torch.nn.utils.clip_grad_norm_'s rule, with norm
+      the Euclidean norm of all gradients together, accumulated in double in a fixed order
+      (the same bits for any thread count and SIMD path; fastopt.global_norm's).
+    With skip_nonfinite=True (constructor), a step whose gradients hold a NaN or an infinity
+    (or whose norm overflows) changes nothing but skipped_steps, and returns the norm.
+
+    All or nothing: an update() that raises has modified nothing, and one interrupted by
+    Ctrl-C has made the whole step or none of it. Raises TypeError and ValueError as
+    fastopt.Optimizer.update does (naming the key), for a bad grad_scale or max_grad_norm, or
+    for an lr schedule that returns a negative or non-finite value; RuntimeError if another
+    thread is running update() on this optimizer.
+    """
+    cdef Core core = optimizer._core
+    cdef int reason = _STEP_RAN
+    if core.busy:
+        raise RuntimeError(_BUSY_MESSAGE)
+    if core.step == INT64_MAX:
+        raise OverflowError("the step counter is at its maximum, 2**63 - 1")
+    optimizer._check_step_arguments(grad_scale, max_grad_norm)
+    core.busy = True
+    try:
+        plan = core.plan  # a reference of our own while it runs
+        if plan is not None:
+            norm = _groups_step(core, <Plan>plan, core.state, optimizer, params, grads,
+                                core.step + 1, grad_scale, max_grad_norm, &reason)
+            if reason == _STEP_RAN:
+                return norm
+    finally:
+        core.busy = False
+    return optimizer._validate_and_step(params, grads, grad_scale, max_grad_norm)
 
 
 def update(optimizer, params, grads):

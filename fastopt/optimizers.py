@@ -265,21 +265,7 @@ class Optimizer:
         arrays the step writes share memory. params and grads have passed _validate()."""
         keys = list(params)
         state = self._state
-        if state is not None:
-            for key in keys:
-                for name in self._state_names:
-                    if key not in state[name]:
-                        raise ValueError(
-                            f"params[{key!r}] has no optimizer state: the state was created at "
-                            f"the first update() for the keys {sorted(state[name], key=str)}. "
-                            f"To train a different set of parameters, call reset() first (it "
-                            f"forgets the state and the step count) or use a new optimizer")
-                    array = state[name][key]
-                    if array.shape != params[key].shape or array.dtype != params[key].dtype:
-                        raise ValueError(
-                            f"params[{key!r}] has shape {params[key].shape} and dtype "
-                            f"{params[key].dtype}, but the optimizer state {name}[{key!r}] has "
-                            f"shape {array.shape} and dtype {array.dtype}")
+        _check_state_fits(state, self._state_names, params)
         plan = self._plan
         if plan is not None and plan.kernel == kernel and plan.params_unchanged(params):
             return plan, state
@@ -427,6 +413,27 @@ def _validate(params, grads):
         params_read[key] = p
         grads_read[key] = g if type(g) is np.ndarray else g.view(np.ndarray)
     return params_read, grads_read
+
+
+def _check_state_fits(state, state_names, params):
+    """ValueError unless state (None, or {state name: {key: array}}) has an array of each
+    parameter's shape and dtype for every key of params."""
+    if state is None:
+        return
+    for key, param in params.items():
+        for name in state_names:
+            if key not in state[name]:
+                raise ValueError(
+                    f"params[{key!r}] has no optimizer state: the state was created at the "
+                    f"first update() for the keys {sorted(state[name], key=str)}. To train a "
+                    f"different set of parameters, call reset() first (it forgets the state "
+                    f"and the step count) or use a new optimizer")
+            array = state[name][key]
+            if array.shape != param.shape or array.dtype != param.dtype:
+                raise ValueError(
+                    f"params[{key!r}] has shape {param.shape} and dtype {param.dtype}, but the "
+                    f"optimizer state {name}[{key!r}] has shape {array.shape} and dtype "
+                    f"{array.dtype}")
 
 
 def _computed_in(coefficient, dtype):
