@@ -18,7 +18,10 @@ Options every class has:
       scale = grad_scale * clip (grad_scale 1.0 when None, clip 1.0 without max_grad_norm),
       negated for a key whose maximize is True;
   norm = sqrt(sum_of_squares(grads)) * abs(grad_scale), sum_of_squares from fastopt.reference
-  (the engine's fixed order); clip = max_grad_norm / (norm + 1e-6) if that is below 1 (or NaN),
+  (the engine's fixed order), each gradient read in its parameter's flat order (Fortran order
+  for a Fortran-contiguous parameter that is not C-contiguous, else C order: the order of the
+  state arrays), which is fastopt.global_norm's order whenever a gradient has its parameter's
+  layout; clip = max_grad_norm / (norm + 1e-6) if that is below 1 (or NaN),
   else 1.0 (torch.nn.utils.clip_grad_norm_'s rule). With skip_nonfinite=True, a step whose
   gradients hold a NaN or an infinity, or whose norm is not finite, changes nothing but
   skipped_steps. The norm is returned when it was computed (max_grad_norm or skip_nonfinite).
@@ -31,6 +34,11 @@ import numpy as np
 from . import sum_of_squares
 
 CLIP_EPSILON = 1e-6  # torch.nn.utils.clip_grad_norm_'s: clip = max_norm / (norm + 1e-6)
+
+
+def flat_order(array):
+    """"F" for an array that is Fortran-contiguous and not C-contiguous, else "C"."""
+    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
 
 
 def pattern_matches(pattern, key):
@@ -92,7 +100,10 @@ class Optimizer:
         norm = None
         scale = 1.0 if grad_scale is None else float(grad_scale)
         if max_grad_norm is not None or self.skip_nonfinite:
-            norm = math.sqrt(sum_of_squares([grads[key] for key in keys])) * abs(scale)
+            # each gradient read in its parameter's flat order, as the state is laid out
+            flat = [np.ravel(np.asarray(grads[key]), order=flat_order(params[key]))
+                    for key in keys]
+            norm = math.sqrt(sum_of_squares(flat)) * abs(scale)
             nonfinite = any(not np.all(np.isfinite(grads[key])) for key in keys)
             if self.skip_nonfinite and (nonfinite or not math.isfinite(norm)):
                 self.skipped_steps += 1
