@@ -33,6 +33,7 @@ def _import_kernels():
 _kernels = _import_kernels()
 from .optimizers import OPTIMIZERS, Optimizer
 from .reduction import global_norm
+from . import optim  # PyTorch's optimizers on the same API (fastopt.optim.AdamW, ...)
 from . import _threadpoolctl
 
 # Every registered optimizer class at the top level: fastopt.Adam, ... (see fastopt.optimizers).
