@@ -114,13 +114,15 @@ def _scheduled(lr, step):
 
 # Every class of the family by name, in definition order (tests and benchmarks iterate it).
 OPTIMIZERS = {}
-_KERNEL_IDS = {name: kernel.id for name, kernel in _kernels.KERNELS.items()}
+# kernel name -> (its id, its coefficient names in the order the engine takes them)
+_KERNEL_ORDER = {name: (kernel.id, kernel.coefficient_names)
+                 for name, kernel in _kernels.KERNELS.items()}
 
 
 def _coefficients(kernel, **values):
     """(kernel id, values in the order of the kernel's coefficient names)."""
-    names = _kernels.KERNELS[kernel].coefficient_names
-    return _KERNEL_IDS[kernel], tuple([values[name] for name in names])
+    kernel_id, names = _KERNEL_ORDER[kernel]
+    return kernel_id, tuple(map(values.__getitem__, names))
 
 
 def _prologue(h, scale, decoupled=False):
