@@ -114,7 +114,17 @@ def test_the_projects_targets_file(run_python):
     assert {(target.workload, target.bound) for target in targets
             if target.metric == "loop-threads"} == {
         ("loop-mlp", 1.02), ("loop-wide", 1.02), ("loop-arrays", 1.02)}
-    assert {target.optimizer for target in targets} <= set(fastopt.optimizers.OPTIMIZERS)
+    # Every target names an optimizer `fastopt bench --optimizers` takes, spelled as it runs it.
+    names = set(fastopt.optimizers.OPTIMIZERS) | set(benchmark.family_names())
+    assert {target.optimizer for target in targets} <= names | {"optim.AdamW+clip"}
+    # The issue's targets for fastopt.optim: every class at the limit at 1e7, both dtypes, and
+    # AdamW against torch, with and without clipping.
+    assert {(target.optimizer, target.dtype) for target in targets
+            if target.metric == "limit" and target.workload == "10000000"} >= {
+        (name, dtype) for name in benchmark.family_names() for dtype in ("float32", "float64")}
+    assert benchmark.Target("optim.AdamW", "float32", "many-small", "torch", 3) in targets
+    assert benchmark.Target("optim.AdamW+clip", "float32", "10000000", "noclip", 1.25) in targets
+    assert benchmark.Target("optim.AdamW+clip", "float32", "10000000", "torch", 1.3) in targets
     completed = run_python("-m", "fastopt", "bench", "--help")  # run from another folder
     assert str(path) in " ".join(completed.stdout.split())
 
@@ -128,8 +138,8 @@ def test_the_projects_targets_file(run_python):
     ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": "cnn", '
      '"metric": "numpy", "bound": 5}]}', "workload must be an element count >= 1 or one of"),
     ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": 1, "metric": "jax", '
-     '"bound": 5}]}', "metric must be one of numpy, limit, torch, deepspeed, loop-threads, "
-     "step-share, got 'jax'"),
+     '"bound": 5}]}', "metric must be one of numpy, limit, torch, deepspeed, noclip, "
+     "loop-threads, step-share, got 'jax'"),
     ('{"targets": [{"optimizer": "Adam", "dtype": "float32", "workload": 1, "metric": "numpy", '
      '"bound": "5"}]}', "bound must be a number > 0, got '5'"),
 ])
@@ -574,3 +584,221 @@ def test_blas_threads_option(tiny_loops, threads, tmp_path, capsys):
     assert header.endswith(", 1 thread")
     after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert after == before  # given back
+
+
+# ---- fastopt.optim's classes: --optimizers optim.AdamW, optim, optim.AdamW+clip -------------
+
+FAMILY = ("optim.SGD", "optim.Adam", "optim.AdamW", "optim.Adagrad", "optim.RMSprop",
+          "optim.Adadelta", "optim.Adamax", "optim.NAdam", "optim.RAdam", "optim.Lion")
+TINY_FAMILY = ["bench", "--sizes", "1e3", "--dtype", "float32", "--peers", "none",
+               "--min-time", "0.001", "--repeat", "1"]
+
+
+def parse_optimizers(*arguments):
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    return parser.parse_args(["--optimizers", *arguments]).optimizers
+
+
+def test_family_names_parse_case_insensitively():
+    assert benchmark.family_names() == FAMILY
+    assert parse_optimizers("optim.AdamW,optim.sgd") == ("optim.AdamW", "optim.SGD")
+    assert parse_optimizers("OPTIM.ADAMW") == ("optim.AdamW",)
+    assert parse_optimizers("optim") == FAMILY
+    assert parse_optimizers("optim.all") == FAMILY
+    assert parse_optimizers("Optim.All,adam") == FAMILY + ("Adam",)
+    assert parse_optimizers("optim.adamw+CLIP,optim.AdamW") == ("optim.AdamW+clip", "optim.AdamW")
+    assert parse_optimizers("sgd,optim.sgd,all") == (
+        "SGD", "optim.SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam")
+    # The textbook's names and the default list are unchanged.
+    assert parse_optimizers("all") == benchmark.optimizer_names()
+    assert benchmark.parse_optimizer("optim.AdamW+clip") == benchmark.workloads.OptimizerName(
+        "AdamW", family=True, clip=True)
+    assert benchmark.parse_optimizer("Adam") == benchmark.workloads.OptimizerName("Adam")
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("adamw", "; did you mean optim.AdamW?"),
+    ("optim.adamx", ""),
+    ("Adam+clip", "; did you mean optim.Adam+clip?"),
+    ("momentum+clip", "; +clip is for fastopt.optim's classes only"),
+    ("optim+clip", "; +clip is for fastopt.optim's classes only"),
+])
+def test_unknown_optimizer_lists_the_family(name, hint, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--optimizers", name])
+    assert exit_info.value.code == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert (f"unknown optimizer {name!r} (choose from SGD, Momentum, Nesterov, AdaGrad, "
+            f"RMSprop, Adam, or all; fastopt.optim's: {', '.join(FAMILY)}, or optim (all of "
+            f"them); optim.NAME+clip for its clipping variant){hint}") in error
+
+
+def test_help_documents_the_family_and_the_clipping_variant(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert ", ".join(FAMILY) in help_text
+    assert "optim.NAME+clip, e.g. optim.AdamW+clip" in help_text
+    assert "max_grad_norm=1" in help_text and "clip_grad_norm_" in help_text
+
+
+def test_family_state_arrays_and_bytes():
+    expected = {"optim.SGD": 0, "optim.Adam": 2, "optim.AdamW": 2, "optim.Adagrad": 1,
+                "optim.RMSprop": 1, "optim.Adadelta": 2, "optim.Adamax": 2, "optim.NAdam": 2,
+                "optim.RAdam": 2, "optim.Lion": 1}
+    workload = benchmark.single_array(10, "float32")
+    for name, states in expected.items():
+        assert benchmark.state_arrays(name) == states
+        assert workload.bytes_moved(name) == (3 + 2 * states) * 4 * 10
+        assert benchmark.LIMIT.make(name)._kernel == f"traffic{states}"
+    # The clipping variant reads the gradients once more, for the norm.
+    assert benchmark.state_arrays("optim.AdamW+clip") == 2
+    assert workload.bytes_moved("optim.AdamW+clip") == 8 * 4 * 10
+    with pytest.raises(benchmark.Unsupported, match="no traffic-limit kernel for "
+                       "optim.AdamW\\+clip: its norm pass reads the gradients once more"):
+        benchmark.LIMIT.make("optim.AdamW+clip")
+
+
+def test_family_implementations_run_the_family_and_its_twins():
+    assert type(benchmark.FASTOPT.make("optim.AdamW")) is fastopt.optim.AdamW
+    assert type(benchmark.NUMPY.make("optim.AdamW")) is fastopt.reference.optim.AdamW
+    assert type(benchmark.FASTOPT.make("optim.Lion")) is fastopt.optim.Lion
+    params, grads = benchmark.single_array(3000, "float32").make_arrays()
+    clipped = benchmark.implementations.case_gradients("optim.AdamW+clip", grads)
+    total = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in clipped.values()))
+    assert total == pytest.approx(10.0, rel=1e-5)  # above max_grad_norm=1: clipping bites
+    assert benchmark.implementations.case_gradients("optim.AdamW", grads) is grads
+    # fastopt and the twin do the same clipped steps, bit for bit; noclip differs from both.
+    runs = {}
+    for implementation in (benchmark.FASTOPT, benchmark.NUMPY, benchmark.NOCLIP):
+        step = implementation.prepare("optim.AdamW+clip", params, grads)
+        for _ in range(2):
+            step()
+        runs[implementation.name] = step.args[0]["x0"]
+    expected = {key: value.copy() for key, value in params.items()}
+    reference = fastopt.optim.AdamW()
+    for _ in range(2):
+        reference.update(expected, clipped, max_grad_norm=1.0)
+    np.testing.assert_array_equal(runs["fastopt"], expected["x0"])
+    np.testing.assert_array_equal(runs["numpy"], expected["x0"])
+    assert not np.array_equal(runs["noclip"], expected["x0"])
+    assert np.array_equal(params["x0"], benchmark.single_array(3000, "float32")
+                          .make_arrays()[0]["x0"])  # the case's arrays are never changed
+    with pytest.raises(benchmark.NotApplicable):
+        benchmark.NOCLIP.prepare("optim.AdamW", params, grads)
+
+
+def test_quick_run_of_a_family_optimizer(tmp_path, capsys):
+    json_path = tmp_path / "bench.json"
+    targets = write_targets(tmp_path / "targets.json",
+                            ("optim.AdamW", "float32", 1000, "limit", 1.1),
+                            ("optim.AdamW", "float32", "many-small", "numpy", 1.5))
+    assert main(["bench", "--quick", "--optimizers", "optim.adamw", "--sizes", "1e3",
+                 "--dtype", "float32", "--workloads", "single,many-small", "--peers", "none",
+                 "--min-time", "0.001", "--repeat", "1", "--targets", targets,
+                 "--json", str(json_path)]) == 0
+    output = capsys.readouterr().out
+    rows = [line.split() for line in output.splitlines() if line.startswith("optim.AdamW ")]
+    assert [row[:3] for row in rows] == [["optim.AdamW", "float32", "1e3"],
+                                        ["optim.AdamW", "float32", "200"]]
+    assert "noclip" not in output and "not measured:" not in output
+    assert "optim.AdamW float32 1e3 within 1.10x of the traffic-limit time: " in output
+    assert "optim.AdamW float32 200 x 4096 >= 1.5x numpy: " in output
+    document = json.loads(json_path.read_text())
+    assert document["settings"]["optimizers"] == ["optim.AdamW"]
+    for result in document["results"]:
+        assert result["optimizer"] == "optim.AdamW"
+        assert set(result["implementations"]) == {"fastopt", "numpy", "limit"}
+        assert result["unsupported"] == {}
+        assert result["bytes_per_update"] == 7 * 4 * result["elements"]
+        assert result["fastopt_over_limit_time"] > 0
+    assert [target["met"] is not None for target in document["targets"]] == [True, True]
+
+
+def test_clipping_variant_gives_a_row(tmp_path, capsys):
+    json_path = tmp_path / "bench.json"
+    targets = write_targets(tmp_path / "targets.json",
+                            ("optim.AdamW+clip", "float32", 1000, "noclip", 1.25),
+                            ("optim.AdamW+clip", "float32", 1000, "limit", 1.1))
+    assert main(TINY_FAMILY + ["--optimizers", "optim.AdamW+clip,optim.SGD", "--workloads",
+                               "single", "--targets", targets, "--json", str(json_path)]) == 0
+    output = capsys.readouterr().out
+    header = next(line for line in output.splitlines() if line.startswith("optimizer"))
+    assert header.split()[-3:] == ["noclip", "clip/no", "others"]
+    row = next(line for line in output.splitlines() if line.startswith("optim.AdamW+clip "))
+    assert row.split()[1:3] == ["float32", "1e3"]
+    assert "clip/no = fastopt's time / noclip's" in " ".join(output.split())
+    assert ("not measured: limit for optim.AdamW+clip: no traffic-limit kernel for "
+            "optim.AdamW+clip") in output
+    assert "optim.AdamW+clip float32 1e3 within 1.25x of the time without clipping: " in output
+    document = json.loads(json_path.read_text())
+    clip, sgd = document["results"]
+    assert set(clip["implementations"]) == {"fastopt", "numpy", "noclip"}
+    assert set(clip["unsupported"]) == {"limit"}
+    assert clip["bytes_per_update"] == 8 * 4 * 1000
+    assert clip["fastopt_over_noclip_time"] == pytest.approx(
+        clip["implementations"]["fastopt"]["median_seconds"]
+        / clip["implementations"]["noclip"]["median_seconds"])
+    # noclip's GB/s counts the bytes of the step without the norm pass
+    noclip = clip["implementations"]["noclip"]
+    assert noclip["gigabytes_per_second"] == pytest.approx(
+        7 * 4 * 1000 / noclip["median_seconds"] / 1e9)
+    # noclip has nothing to do outside the clipping variants, and says nothing there.
+    assert set(sgd["implementations"]) == {"fastopt", "numpy", "limit"}
+    assert sgd["unsupported"] == {} and "fastopt_over_noclip_time" not in sgd
+    assert [(target["ratio"], target["met"]) for target in document["targets"]] == [
+        (clip["fastopt_over_noclip_time"], clip["fastopt_over_noclip_time"] <= 1.25),
+        (None, None)]  # no limit in a clipping variant's case: not measured
+    # The noclip metric: clipping variants only, like any other metric of one update().
+    assert benchmark.targets.UPDATE_METRICS["noclip"] == "<="
+
+
+def test_lion_has_no_torch_counterpart():
+    torch_peer = benchmark.implementations.TorchImplementation(fake_torch())
+    with pytest.raises(benchmark.Unsupported) as error:
+        torch_peer.prepare("optim.Lion", {}, {})
+    assert str(error.value) == ("no torch.optim counterpart of optim.Lion: torch.optim has no "
+                                "Lion (fastopt.optim.Lion follows optax.lion)")
+    with pytest.raises(benchmark.Unsupported, match="torch.optim has no Lion"):
+        torch_peer.prepare("optim.Lion+clip", {}, {})
+
+
+def test_torch_counterparts_take_fastopts_default_arguments():
+    torch = pytest.importorskip("torch")
+    for name in FAMILY[:-1]:
+        class_name, arguments = benchmark.implementations.torch_counterpart(name)
+        assert class_name == name.removeprefix("optim.")
+        assert arguments == fastopt.optim.OPTIMIZERS[class_name]()._hyperparameters
+        torch_class = getattr(torch.optim, class_name)
+        parameter = torch.nn.Parameter(torch.zeros(4))
+        instance = torch_class([parameter], **arguments)  # torch takes every one of them
+        for key, value in arguments.items():
+            assert instance.defaults[key] == value
+
+
+def test_torch_runs_the_family_and_the_clipping_variant(tmp_path, capsys):
+    pytest.importorskip("torch")
+    json_path = tmp_path / "bench.json"
+    assert main(["bench", "--optimizers", "optim.AdamW,optim.AdamW+clip,optim.NAdam,optim.Lion",
+                 "--sizes", "1e3", "--dtype", "float32", "--workloads", "single",
+                 "--peers", "torch", "--min-time", "0.001", "--repeat", "1",
+                 "--json", str(json_path)]) == 0
+    output = " ".join(capsys.readouterr().out.split())
+    assert ("not measured: torch for optim.Lion: no torch.optim counterpart of optim.Lion: "
+            "torch.optim has no Lion") in output
+    assert "optim.AdamW fused" in output and "optim.NAdam foreach" in output
+    assert "+clip: torch.nn.utils.clip_grad_norm_ then the step" in output
+    results = {r["optimizer"]: r for r in json.loads(json_path.read_text())["results"]}
+    for name in ("optim.AdamW", "optim.AdamW+clip", "optim.NAdam"):
+        assert "torch" in results[name]["implementations"]
+        assert results[name]["speedup_over"]["torch"] > 0
+    assert set(results["optim.Lion"]["unsupported"]) == {"torch"}
+
+
+def test_training_loop_takes_a_family_optimizer(tiny_loops, threads, tmp_path, capsys):
+    targets = write_targets(tmp_path / "none.json")
+    assert main(TINY_LOOP_RUN + ["--optimizer", "optim.adamw", "--targets", targets]) == 0
+    output = capsys.readouterr().out
+    assert "training loop: optim.AdamW with the default hyperparameters" in output
+    assert "warning: the modes' parameters differ" not in output  # fastopt == its twin

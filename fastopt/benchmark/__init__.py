@@ -18,6 +18,16 @@ The optimizers are those registered in ``fastopt.optimizers.OPTIMIZERS`` (a new 
 once registered there and in ``fastopt.reference``); n_states, an optimizer's number of state
 arrays, is ``len(cls._state_names)`` of its class there.
 
+``--optimizers optim.AdamW,optim.SGD`` (or ``optim``: every class) measures ``fastopt.optim``'s
+classes instead, with their default arguments (torch.optim's): numpy is the twin in
+``fastopt.reference.optim``, limit has ``len(opt._state_names())`` state arrays, torch is the
+torch.optim class of the same name with the same arguments (Lion has none). ``optim.AdamW+clip``
+is the clipping variant: ``update(params, grads, max_grad_norm=1.0)`` on gradients rescaled to a
+global norm of 10, torch ``clip_grad_norm_`` then the step, no limit (the norm pass reads the
+gradients once more: 4 + 2 x n_states arrays), and noclip, fastopt's same optimizer without
+clipping, interleaved in the case, for the cost of clipping (column clip/no). The default list
+stays the textbook's.
+
 It prints a table of median time per update(), effective GB/s (the bytes the optimizer must read
 and write: 3 + 2 x n_states arrays, i.e. 3 for SGD, 5 for one state array, 7 for Adam, times
 itemsize times elements), the speedup over NumPy and over the peers, and the fraction of the
@@ -58,8 +68,8 @@ This package re-exports what the bench/ suite and the tests use.
 # it gives the names measured, whatever is registered when it is iterated.
 from fastopt.optimizers import OPTIMIZERS
 
-from .implementations import (DictImplementation, FASTOPT, IMPLEMENTATIONS, LIMIT, NUMPY, PEERS,
-                              Unsupported, load_peers)
+from .implementations import (DictImplementation, FASTOPT, IMPLEMENTATIONS, LIMIT, NOCLIP,
+                              NUMPY, PEERS, NotApplicable, Unsupported, load_peers)
 from .report import format_seconds, machine_info, print_table, write_plot
 from .targets import Target, default_targets_file, evaluate_targets, load_targets
 from .cpuload import busy_process
@@ -68,13 +78,15 @@ from .timing import (CaseResult, OthersCpuMeter, Timing, load_warning, measure,
 from .traffic import TrafficLimit
 from .training import (LOOP_WORKLOADS, MODES as LOOP_MODES, LoopResult, LoopWorkload,
                        measure_loop)
-from .workloads import (DTYPES, MULTI_ARRAY_WORKLOADS, WORKLOAD_KINDS, Case, Workload,
-                        format_count, optimizer_names, plan_cases, single_array, state_arrays)
+from .workloads import (CLIP_MAX_GRAD_NORM, DTYPES, MULTI_ARRAY_WORKLOADS, WORKLOAD_KINDS, Case,
+                        Workload, family_names, format_count, optimizer_names, parse_optimizer,
+                        plan_cases, single_array, state_arrays)
 
 __all__ = ["DTYPES", "MULTI_ARRAY_WORKLOADS", "OPTIMIZERS", "WORKLOAD_KINDS", "Case", "Workload",
            "format_count", "optimizer_names", "plan_cases", "single_array", "state_arrays",
-           "DictImplementation", "FASTOPT", "IMPLEMENTATIONS", "LIMIT", "NUMPY", "PEERS",
-           "Unsupported", "load_peers",
+           "CLIP_MAX_GRAD_NORM", "family_names", "parse_optimizer",
+           "DictImplementation", "FASTOPT", "IMPLEMENTATIONS", "LIMIT", "NOCLIP", "NUMPY", "PEERS",
+           "NotApplicable", "Unsupported", "load_peers",
            "CaseResult", "OthersCpuMeter", "Timing", "measure", "measure_case_retrying", "run_case",
            "load_warning", "others_warning", "busy_process",
            "LOOP_WORKLOADS", "LOOP_MODES", "LoopResult", "LoopWorkload", "measure_loop",

@@ -10,15 +10,17 @@ import numpy as np
 import fastopt
 
 from .cpuload import busy_process
-from .implementations import FASTOPT, LIMIT, NUMPY, PEERS, load_peers
-from .report import (Progress, blas_info, machine_info, print_header, print_table,
-                     print_targets, write_plot)
+from .implementations import FASTOPT, LIMIT, NOCLIP, NUMPY, PEERS, load_peers
+from .report import (CLIP_COLUMNS_NOTE, COLUMNS_NOTE as TABLE_COLUMNS_NOTE, Progress, blas_info,
+                     machine_info, print_header, print_table, print_targets, print_unsupported,
+                     write_plot)
 from .targets import default_targets_file, evaluate_targets, load_targets
 from .timing import (BATCH_SECONDS, BUSY_CASE_SHARE, RETRY_BUDGET_SECONDS, WARMUP_CALLS,
                      OthersCpuMeter, measure_case_retrying, others_warning)
 from .training import (COLUMNS_NOTE, LOOP_WORKLOADS, MODE_NAMES, ROUND_SECONDS, measure_loop,
                        print_loop_table)
-from .workloads import DTYPES, WORKLOAD_KINDS, format_count, optimizer_names, plan_cases
+from .workloads import (CLIP_MAX_GRAD_NORM, CLIP_SUFFIX, DTYPES, FAMILY_PREFIX, WORKLOAD_KINDS,
+                        family_names, format_count, optimizer_names, parse_optimizer, plan_cases)
 
 DEFAULT_SIZES = (1, 1_000, 100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (1, 1_000, 100_000, 1_000_000)
@@ -39,20 +41,48 @@ LOOP_QUICK_REPEAT = 5
 
 
 def _optimizer_list(text):
+    """The optimizer names of --optimizers, case-insensitive: the textbook's ("adam", "all"),
+    fastopt.optim's ("optim.adamw"; "optim" or "optim.all": every class), and the clipping
+    variants ("optim.adamw+clip")."""
     registered = optimizer_names()
-    by_lower = {name.lower(): name for name in registered}
+    family = family_names()
+    by_lower = {name.lower(): name for name in registered + family}
     names = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        if item.lower() == "all":
+        lower = item.lower()
+        clip = lower.endswith(CLIP_SUFFIX)
+        base = lower[:-len(CLIP_SUFFIX)] if clip else lower
+        if lower == "all":
             names += registered
-        elif item.lower() in by_lower:
-            names.append(by_lower[item.lower()])
+        elif lower in ("optim", "optim.all"):
+            names += family
+        elif clip and base in by_lower and by_lower[base] in family:
+            names.append(by_lower[base] + CLIP_SUFFIX)
+        elif not clip and lower in by_lower:
+            names.append(by_lower[lower])
         else:
-            raise argparse.ArgumentTypeError(
-                f"unknown optimizer {item!r} (choose from {', '.join(registered)}, or all)")
+            raise argparse.ArgumentTypeError(_unknown_optimizer(item, registered, family))
     if not names:
         raise argparse.ArgumentTypeError("give at least one optimizer")
     return tuple(dict.fromkeys(names))
+
+
+def _unknown_optimizer(item, registered, family):
+    """The message for an unknown --optimizers name: what there is to choose from, and the
+    fastopt.optim name it may have meant ("adamw" -> optim.AdamW)."""
+    lower = item.lower()
+    clip = lower.endswith(CLIP_SUFFIX)
+    stem = lower.removesuffix(CLIP_SUFFIX).removeprefix(FAMILY_PREFIX)
+    guess = next((name for name in family if name[len(FAMILY_PREFIX):].lower() == stem), None)
+    if guess is not None:
+        hint = f"; did you mean {guess}{CLIP_SUFFIX if clip else ''}?"
+    elif clip:
+        hint = f"; {CLIP_SUFFIX} is for fastopt.optim's classes only"
+    else:
+        hint = ""
+    return (f"unknown optimizer {item!r} (choose from {', '.join(registered)}, or all; "
+            f"fastopt.optim's: {', '.join(family)}, or optim (all of them); "
+            f"optim.NAME{CLIP_SUFFIX} for its clipping variant){hint}")
 
 
 def _size_list(text):
@@ -111,7 +141,19 @@ def add_arguments(parser):
                         metavar="LIST", help="comma-separated names, case-insensitive "
                         f"(default: all, the optimizers fastopt.optimizers.OPTIMIZERS registers: "
                         f"{','.join(registered)}; with --training-loop: "
-                        f"{','.join(TRAINING_LOOP_OPTIMIZERS)})")
+                        f"{','.join(TRAINING_LOOP_OPTIMIZERS)}). fastopt.optim's classes, with "
+                        f"their default (torch.optim's) arguments: "
+                        f"{', '.join(family_names())}, or optim (all of them); numpy is their "
+                        "twin in fastopt.reference.optim, torch the torch.optim class of the "
+                        "same name with the same arguments (none for Lion). optim.NAME+clip, "
+                        "e.g. optim.AdamW+clip, is the clipping variant: update(params, grads, "
+                        f"max_grad_norm={CLIP_MAX_GRAD_NORM:g}) on gradients rescaled to a "
+                        "global norm of 10 (so the clipping bites), torch: "
+                        f"torch.nn.utils.clip_grad_norm_(params, {CLIP_MAX_GRAD_NORM:g}) then "
+                        "the step; no limit (its norm pass reads the gradients once more: "
+                        "its GB/s counts 4 + 2 x n_states arrays), but noclip, the same "
+                        "optimizer without clipping, interleaved, and clip/no, fastopt's "
+                        "time over noclip's")
     parser.add_argument("--training-loop", action="store_true",
                         help="instead of the table of single update() calls, time whole "
                         "training loops (NumPy forward and backward passes, then the step) in "
@@ -263,9 +305,11 @@ def _run_update_table(args, targets, targets_file, fail):
     need_deepspeed = any(case.optimizer == "Adam" and case.workload.dtype == np.float32
                          for case in cases)
     peers, peer_notes = load_peers(args.peers, threads, need_deepspeed)
-    implementations = [FASTOPT, NUMPY, LIMIT] + peers
+    clipping = any(parse_optimizer(case.optimizer).clip for case in cases)
+    implementations = [FASTOPT, NUMPY, LIMIT] + peers + ([NOCLIP] if clipping else [])
     info = machine_info(threads, [peer.describe() for peer in peers] + peer_notes)
-    print_header(info, sys.stdout)
+    print_header(info, sys.stdout, columns_note=TABLE_COLUMNS_NOTE
+                 + (CLIP_COLUMNS_NOTE if clipping else ""))
     sys.stdout.flush()
 
     results = []
@@ -290,6 +334,7 @@ def _run_update_table(args, targets, targets_file, fail):
     print(file=sys.stdout)
     print_table(results, sys.stdout)
     print(file=sys.stdout)
+    print_unsupported(results, sys.stdout)
     for note in info["peers"]:
         print(f"peer {note}", file=sys.stdout)
     retried = sum(1 for result in results if result.tries > 1)
@@ -327,7 +372,9 @@ def _run_training_loop(args, targets, targets_file, fail):
     repeat = args.repeat or (LOOP_QUICK_REPEAT if args.quick else LOOP_REPEAT)
     info = machine_info(threads, [])
     print_header(info, sys.stdout, columns_note=COLUMNS_NOTE)
-    print(f"training loop: {', '.join(optimizers)} with the textbook's hyperparameters; "
+    family = any(parse_optimizer(optimizer).family for optimizer in optimizers)
+    hyperparameters = "default" if family else "textbook's"
+    print(f"training loop: {', '.join(optimizers)} with the {hyperparameters} hyperparameters; "
           f"modes {', '.join(MODE_NAMES)} in turn, {ROUND_SECONDS:g} s rounds, at least "
           f"{repeat} rounds and {min_time:g} s per workload", file=sys.stdout)
     sys.stdout.flush()

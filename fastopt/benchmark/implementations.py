@@ -1,22 +1,30 @@
 """What `fastopt bench` measures: fastopt, the NumPy reference, the traffic-limit kernel, and the
-peers (torch.optim, DeepSpeed's CPU Adam) when importable. Each has a name and
-prepare(optimizer, params, grads) -> a callable doing one update on its own copies of the
+peers (torch.optim, DeepSpeed's CPU Adam) when importable; in the cases of a clipping variant
+("optim.AdamW+clip"), also noclip: fastopt's same optimizer without clipping. Each has a name
+and prepare(optimizer, params, grads) -> a callable doing one update on its own copies of the
 arrays, or raises Unsupported.
+
+The optimizer names (fastopt.benchmark.workloads.parse_optimizer): a textbook class
+("Adam": fastopt.optimizers, twin fastopt.reference), a class of fastopt.optim ("optim.AdamW":
+default arguments, twin fastopt.reference.optim), or its clipping variant ("optim.AdamW+clip":
+update(params, grads, max_grad_norm=1.0), on gradients rescaled to a global norm of 10).
 """
 import contextlib
 import functools
+import math
 import os
 import sys
 import tempfile
 
 import numpy as np
 
-from fastopt import optimizers, reference
+from fastopt import optim, optimizers, reference
+from fastopt.reference import optim as reference_optim
 
 from .traffic import TrafficLimit
-from .workloads import state_arrays
+from .workloads import CLIP_GRADIENT_NORM, CLIP_MAX_GRAD_NORM, parse_optimizer, state_arrays
 
-IMPLEMENTATIONS = ("fastopt", "numpy", "limit", "torch", "deepspeed")
+IMPLEMENTATIONS = ("fastopt", "numpy", "limit", "torch", "deepspeed", "noclip")
 PEERS = ("torch", "deepspeed")
 
 
@@ -24,8 +32,38 @@ class Unsupported(Exception):
     """This implementation does not run this case (the message says why)."""
 
 
+class NotApplicable(Unsupported):
+    """This implementation has nothing to measure in this case by design (noclip outside the
+    clipping variants): not reported as unsupported."""
+
+
 def _copies(arrays):
     return {name: array.copy() for name, array in arrays.items()}
+
+
+def case_gradients(optimizer, grads):
+    """The gradients an implementation runs the named optimizer on: grads themselves, or for a
+    clipping variant copies rescaled to a global norm of CLIP_GRADIENT_NORM (10x
+    CLIP_MAX_GRAD_NORM), so that clipping bites at every size (the workloads' gradients, N(0,
+    0.01), have a norm below 1 under 1e4 elements). The time does not depend on it anyway:
+    fastopt and torch multiply by the clip coefficient whatever it is."""
+    if not parse_optimizer(optimizer).clip:
+        return grads
+    norm = math.sqrt(sum(float(np.linalg.norm(g.astype(np.float64).ravel())) ** 2
+                         for g in grads.values()))
+    factor = CLIP_GRADIENT_NORM / norm if norm > 0 else 1.0
+    return {name: (g * factor).astype(g.dtype) for name, g in grads.items()}
+
+
+class _Clipped:
+    """An optimizer whose update(params, grads) is update(params, grads, max_grad_norm=...)."""
+
+    def __init__(self, optimizer, max_grad_norm):
+        self.optimizer = optimizer
+        self.max_grad_norm = max_grad_norm
+
+    def update(self, params, grads):
+        return self.optimizer.update(params, grads, max_grad_norm=self.max_grad_norm)
 
 
 class DictImplementation:
@@ -38,21 +76,52 @@ class DictImplementation:
 
     def prepare(self, optimizer, params, grads):
         """A callable doing one update() of a fresh optimizer on copies of params and grads."""
+        grads = case_gradients(optimizer, grads)
         return functools.partial(self.make(optimizer).update, _copies(params), _copies(grads))
+
+
+def _maker(textbook, family):
+    """make(optimizer name) for a DictImplementation: textbook(class name) for a textbook
+    name, family(class name) for a class of fastopt.optim (wrapped to clip for "+clip")."""
+    def make(optimizer):
+        parsed = parse_optimizer(optimizer)
+        if not parsed.family:
+            return textbook(parsed.class_name)
+        instance = family(parsed.class_name)
+        return _Clipped(instance, CLIP_MAX_GRAD_NORM) if parsed.clip else instance
+
+    return make
 
 
 def _traffic_limit(optimizer):
     """The traffic-limit kernel with the named optimizer's number of state arrays; Unsupported
-    for a registered optimizer with more state arrays than any traffic kernel has."""
+    for a registered optimizer with more state arrays than any traffic kernel has, and for a
+    clipping variant (the norm pass reads the gradients once more: no kernel moves its bytes)."""
+    if parse_optimizer(optimizer).clip:
+        raise Unsupported(f"no traffic-limit kernel for {optimizer}: its norm pass reads the "
+                          f"gradients once more, and no traffic kernel moves those bytes")
     try:
         return TrafficLimit(state_arrays(optimizer))
     except ValueError as error:
         raise Unsupported(f"no traffic-limit kernel for {optimizer}: {error}") from None
 
 
-FASTOPT = DictImplementation("fastopt", lambda optimizer: optimizers.OPTIMIZERS[optimizer]())
-NUMPY = DictImplementation("numpy", lambda optimizer: getattr(reference, optimizer)())
+def _unclipped(optimizer):
+    """fastopt's optimizer of a clipping variant, stepping without max_grad_norm."""
+    parsed = parse_optimizer(optimizer)
+    if not parsed.clip:
+        raise NotApplicable(f"{optimizer} is not a clipping variant")
+    return optim.OPTIMIZERS[parsed.class_name]()
+
+
+FASTOPT = DictImplementation("fastopt", _maker(lambda name: optimizers.OPTIMIZERS[name](),
+                                               lambda name: optim.OPTIMIZERS[name]()))
+NUMPY = DictImplementation("numpy", _maker(lambda name: getattr(reference, name)(),
+                                           lambda name: reference_optim.OPTIMIZERS[name]()))
 LIMIT = DictImplementation("limit", _traffic_limit)
+# In the cases of a clipping variant: the same optimizer, the same (rescaled) gradients, no
+# clipping, interleaved with the clipped one, for the cost of clipping (fastopt / noclip).
+NOCLIP = DictImplementation("noclip", _unclipped)
 
 # torch.optim class and arguments for each textbook optimizer, with the textbook's hyperparameters
 # (and eps=1e-7 where torch has one); torch's formulas differ in details.
@@ -76,8 +145,36 @@ def _torch_parameters(torch, params, grads):
     return tensors
 
 
+def torch_counterpart(optimizer):
+    """(torch.optim class name, arguments) of the named optimizer; Unsupported where none is
+    known. A textbook class: TORCH_OPTIMIZERS. A class of fastopt.optim: the torch.optim class
+    of the same name with every argument of fastopt's default instance (torch's own defaults:
+    fastopt.optim takes torch's names and defaults); Lion has none (torch.optim has no Lion)."""
+    parsed = parse_optimizer(optimizer)
+    if not parsed.family:
+        if optimizer not in TORCH_OPTIMIZERS:  # a newly registered optimizer
+            raise Unsupported(f"no torch.optim counterpart of {optimizer} is known")
+        return TORCH_OPTIMIZERS[optimizer]
+    if parsed.class_name == "Lion":
+        raise Unsupported(f"no torch.optim counterpart of {optimizer}: torch.optim has no Lion "
+                          f"(fastopt.optim.Lion follows optax.lion)")
+    if parsed.class_name not in TORCH_CLASSES:
+        raise Unsupported(f"no torch.optim counterpart of {optimizer} is known")
+    arguments = dict(optim.OPTIMIZERS[parsed.class_name]()._hyperparameters)
+    return parsed.class_name, arguments
+
+
+# The classes of fastopt.optim that torch.optim has under the same name, with the same arguments
+TORCH_CLASSES = ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam",
+                 "RAdam")
+
+
 class TorchImplementation:
-    """torch.optim on CPU: fused=True where torch has a fused CPU kernel, else foreach=True."""
+    """torch.optim on CPU: fused=True where torch has a fused CPU kernel, else foreach=True. For
+    a clipping variant ("optim.AdamW+clip"): torch.nn.utils.clip_grad_norm_(parameters,
+    max_norm) (torch's defaults otherwise), then the step, as a torch user writes it; it
+    rescales the gradients in place, so after the first call their norm stays at the bound,
+    but it multiplies them by the clip coefficient whatever it is: the time is the same."""
 
     name = "torch"
 
@@ -87,10 +184,9 @@ class TorchImplementation:
         self.modes = {}  # optimizer name -> "fused" or "foreach", once known
 
     def prepare(self, optimizer, params, grads):
-        if optimizer not in TORCH_OPTIMIZERS:  # a newly registered optimizer
-            raise Unsupported(f"no torch.optim counterpart of {optimizer} is known")
-        class_name, arguments = TORCH_OPTIMIZERS[optimizer]
+        class_name, arguments = torch_counterpart(optimizer)
         optimizer_class = getattr(self.torch.optim, class_name)
+        grads = case_gradients(optimizer, grads)
         tensors = _torch_parameters(self.torch, params, grads)
         try:
             instance = optimizer_class(tensors, fused=True, **arguments)
@@ -100,15 +196,25 @@ class TorchImplementation:
             tensors = _torch_parameters(self.torch, params, grads)
             instance = optimizer_class(tensors, foreach=True, **arguments)
             self.modes[optimizer] = "foreach"
-        return instance.step
+        if not parse_optimizer(optimizer).clip:
+            return instance.step
+        clip_grad_norm = self.torch.nn.utils.clip_grad_norm_
+
+        def clip_and_step():
+            clip_grad_norm(tensors, CLIP_MAX_GRAD_NORM)
+            instance.step()
+
+        return clip_and_step
 
     def describe(self):
         """A line for the report: version, threads, and (after a run) fused or foreach."""
         modes = ", ".join(f"{optimizer} {mode}" for optimizer, mode in self.modes.items())
+        clipping = any(parse_optimizer(optimizer).clip for optimizer in self.modes)
         return (f"torch {self.version}: torch.optim at {self.torch.get_num_threads()} threads, "
                 f"fused=True where torch has a fused CPU kernel, else foreach=True"
-                f"{' (' + modes + ')' if modes else ''}; torch's own formulas: a speed peer, "
-                f"not a numbers peer")
+                f"{' (' + modes + ')' if modes else ''}"
+                f"{'; +clip: torch.nn.utils.clip_grad_norm_ then the step' if clipping else ''}"
+                f"; torch's own formulas: a speed peer, not a numbers peer")
 
 
 class DeepSpeedImplementation:

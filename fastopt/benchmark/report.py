@@ -85,6 +85,11 @@ COLUMNS_NOTE = (
     "time; xNAME = NAME's time / fastopt's; limit = TrafficLimit kernel (same bytes, trivial "
     "math); %limit = fastopt's GB/s as a share of the limit's; others = share of the machine's "
     "CPU taken by other processes during the case")
+CLIP_COLUMNS_NOTE = (
+    "; in the cases of a clipping variant (optim.NAME+clip: update(..., max_grad_norm=1.0), "
+    "gradients of global norm 10; torch: clip_grad_norm_ then the step): noclip = fastopt's "
+    "same optimizer without clipping, interleaved; clip/no = fastopt's time / noclip's; its "
+    "GB/s counts the gradients read once more for the norm")
 
 
 def print_header(info, out, columns_note=COLUMNS_NOTE):
@@ -127,6 +132,8 @@ TABLE_COLUMNS = (  # (implementation it needs or None, heading, width, CaseResul
     ("torch", "xtorch", 7, lambda r: _format_ratio(r.speedup("torch"))),
     ("deepspeed", "deepspeed", 9, lambda r: format_seconds(r.median("deepspeed"))),
     ("deepspeed", "xds", 6, lambda r: _format_ratio(r.speedup("deepspeed"))),
+    ("noclip", "noclip", 9, lambda r: format_seconds(r.median("noclip"))),
+    ("noclip", "clip/no", 7, lambda r: _format_ratio(r.clip_ratio)),
     (None, "others", 6,
      lambda r: "-" if r.others_cpu_share is None else f"{100 * r.others_cpu_share:.0f}%"),
 )
@@ -139,17 +146,33 @@ def print_table(results, out):
     measured = {name for result in results for name in result.timings}
     columns = [column for column in TABLE_COLUMNS if column[0] is None or column[0] in measured]
 
+    rows = [[cell(result) for _, _, _, cell in columns] for result in results]
+    # A label column widens to its longest cell ("optim.AdamW+clip"), the others keep theirs.
+    widths = [max([width] + [len(row[index]) for row in rows]) if index < LABEL_COLUMNS
+              else width for index, (_, _, width, _) in enumerate(columns)]
+
     def line(cells):
         return "  ".join(cell.ljust(width) if index < LABEL_COLUMNS else cell.rjust(width)
-                         for index, (cell, (_, _, width, _)) in enumerate(zip(cells, columns)))
+                         for index, (cell, width) in enumerate(zip(cells, widths)))
 
     print(line([heading for _, heading, _, _ in columns]).rstrip(), file=out)
     previous = None
-    for result in results:
+    for result, row in zip(results, rows):
         if previous is not None and result.case.optimizer != previous:
             print(file=out)
         previous = result.case.optimizer
-        print(line([cell(result) for _, _, _, cell in columns]).rstrip(), file=out)
+        print(line(row).rstrip(), file=out)
+
+
+def print_unsupported(results, out):
+    """A line per implementation and reason that left cases unmeasured (torch for optim.Lion,
+    the limit for a clipping variant, ...), naming their optimizers; nothing if none did."""
+    reasons = {}  # (implementation, reason) -> optimizers, in table order
+    for result in results:
+        for name, reason in result.unsupported.items():
+            reasons.setdefault((name, reason), {})[result.case.optimizer] = None
+    for (name, reason), optimizers in reasons.items():
+        print(f"not measured: {name} for {', '.join(optimizers)}: {reason}", file=out)
 
 
 def print_targets(evaluated, source, out):
@@ -181,7 +204,7 @@ def write_plot(results, path):
     implementations = [name for name in IMPLEMENTATIONS if any(name in r.timings
                                                                for r in results)]
     colors = {"fastopt": "tab:red", "numpy": "tab:blue", "limit": "0.55",
-              "torch": "tab:orange", "deepspeed": "tab:green"}
+              "torch": "tab:orange", "deepspeed": "tab:green", "noclip": "tab:purple"}
     markers = {"mlp": "s", "book-mlp": "^", "many-small": "D"}
     # fastopt often runs at the ceiling, where thin limit markers drawn over it hid it: the limit
     # is a wide pale band at the bottom, so fastopt's markers stay visible inside it, and fastopt
@@ -242,7 +265,8 @@ def write_plot(results, path):
 
 
 def _plot_label(implementation):
-    return "traffic limit (ceiling)" if implementation == "limit" else implementation
+    return {"limit": "traffic limit (ceiling)",
+            "noclip": "fastopt without clipping"}.get(implementation, implementation)
 
 
 class Progress:

@@ -8,12 +8,15 @@ that file does not exist, as with an installed fastopt.
 
 The file: {"targets": [TARGET, ...]}, and optionally "about": text, where each TARGET is
 {"optimizer": "Adam", "dtype": "float32", "workload": 1000000, "metric": "numpy", "bound": 5}:
+- optimizer: a name `fastopt bench --optimizers` takes, exactly spelled: "Adam" (the textbook's),
+  "optim.AdamW" (fastopt.optim's), "optim.AdamW+clip" (its clipping variant);
 - workload: an element count (a case of one array), a multi-array workload ("mlp",
   "book-mlp", "many-small") or a training loop of `fastopt bench --training-loop`
   ("loop-mlp", "loop-wide", "loop-arrays");
 - metric, for the cases of one update(): "limit", fastopt's time over the traffic-limit
-  kernel's, met when <= bound; or "numpy", "torch", "deepspeed", that implementation's time
-  over fastopt's, met when >= bound;
+  kernel's, met when <= bound; "noclip" (a clipping variant's case only), fastopt's time over
+  that of the same optimizer without clipping, measured interleaved, met when <= bound; or
+  "numpy", "torch", "deepspeed", that implementation's time over fastopt's, met when >= bound;
 - metric, for a training loop (fastopt.benchmark.training): "loop-threads", the mean loop time
   at fastopt's thread count over that at 1 thread, met when <= bound; "step-share", the
   optimizer step's share of the loop with the NumPy reference over its share with fastopt,
@@ -34,7 +37,7 @@ from .workloads import DTYPES, MULTI_ARRAY_WORKLOADS
 DEFAULT_TARGETS_FILE = pathlib.Path(__file__).resolve().parents[2] / "bench" / "targets.json"
 TARGET_KEYS = ("optimizer", "dtype", "workload", "metric", "bound")
 # metric -> "<=" (met when the ratio is at most the bound) or ">=" (at least)
-UPDATE_METRICS = {name: "<=" if name == "limit" else ">="
+UPDATE_METRICS = {name: "<=" if name in ("limit", "noclip") else ">="
                   for name in IMPLEMENTATIONS if name != "fastopt"}
 LOOP_METRICS = {"loop-threads": "<=", "step-share": ">="}
 METRICS = (*UPDATE_METRICS, *LOOP_METRICS)
@@ -71,6 +74,8 @@ class Target:
             ratio = result.share_ratio_by_round
         elif self.metric == "limit":
             ratio = result.limit_ratio
+        elif self.metric == "noclip":
+            ratio = result.clip_ratio
         else:
             ratio = result.speedup(self.metric)
         if ratio is None:
@@ -87,6 +92,9 @@ class Target:
                     f">= {self.bound:g}x")
         if self.metric == "limit":
             return f"{result.case.title} within {self.bound:.2f}x of the traffic-limit time"
+        if self.metric == "noclip":
+            return (f"{result.case.title} within {self.bound:.2f}x of the time without "
+                    f"clipping")
         return f"{result.case.title} >= {self.bound:g}x {self.metric}"
 
 

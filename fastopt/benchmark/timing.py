@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from .implementations import Unsupported
-from .workloads import Case
+from .implementations import NotApplicable, Unsupported
+from .workloads import CLIP_SUFFIX, Case
 
 BATCH_SECONDS = 0.004  # target length of one timed batch of calls
 MAX_BATCHES_PER_ROUND = 8  # batches a fast implementation runs per round, at most
@@ -99,11 +99,15 @@ class CaseResult:
         return None if timing is None else timing.median
 
     def gigabytes_per_second(self, implementation):
-        """Effective GB/s: the bytes the optimizer must move over the median time."""
+        """Effective GB/s: the bytes the optimizer must move over the median time (for noclip,
+        those of the optimizer without clipping)."""
         seconds = self.median(implementation)
         if seconds is None:
             return None
-        return self.case.workload.bytes_moved(self.case.optimizer) / seconds / 1e9
+        optimizer = self.case.optimizer
+        if implementation == "noclip":
+            optimizer = optimizer.removesuffix(CLIP_SUFFIX)
+        return self.case.workload.bytes_moved(optimizer) / seconds / 1e9
 
     def speedup(self, over):
         """How many times faster fastopt is than `over` (its median / fastopt's median)."""
@@ -113,6 +117,13 @@ class CaseResult:
     def limit_ratio(self):
         """fastopt's time over the traffic-limit kernel's (1.00 = at this machine's ceiling)."""
         return _ratio(self.median("fastopt"), self.median("limit"))
+
+    @property
+    def clip_ratio(self):
+        """In a clipping variant's case ("optim.AdamW+clip"): fastopt's time over that of the
+        same optimizer without clipping (noclip), measured interleaved: the cost of clipping
+        (1.00 = free). None elsewhere."""
+        return _ratio(self.median("fastopt"), self.median("noclip"))
 
     def to_json(self):
         workload = self.case.workload
@@ -134,6 +145,8 @@ class CaseResult:
             "speedup_over": {name: self.speedup(name) for name in self.timings
                              if name != "fastopt"},
             "fastopt_over_limit_time": self.limit_ratio,
+            **({"fastopt_over_noclip_time": self.clip_ratio} if "noclip" in self.timings
+               else {}),
             "others_cpu_share": self.others_cpu_share,
             "tries": self.tries,
             "allocations": self.allocations,
@@ -164,6 +177,8 @@ def run_case(case, implementations, min_time, repeat):
         for implementation in implementations:
             try:
                 steps[implementation.name] = implementation.prepare(case.optimizer, params, grads)
+            except NotApplicable:  # noclip outside the clipping variants: nothing to say
+                pass
             except Unsupported as reason:
                 unsupported[implementation.name] = str(reason)
         del params, grads

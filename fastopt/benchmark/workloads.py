@@ -6,23 +6,80 @@ import math
 
 import numpy as np
 
-from fastopt import optimizers
+from fastopt import optim, optimizers
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
+# The names of fastopt.optim's classes in the benchmark: "optim." + the class name
+# ("optim.AdamW"), and the clipping variant "optim.AdamW+clip": update(params, grads,
+# max_grad_norm=CLIP_MAX_GRAD_NORM), on gradients rescaled to a global norm of
+# CLIP_GRADIENT_NORM so that the clipping bites (it multiplies the gradients by 0.1).
+FAMILY_PREFIX = "optim."
+CLIP_SUFFIX = "+clip"
+CLIP_MAX_GRAD_NORM = 1.0
+CLIP_GRADIENT_NORM = 10.0
 
-# The optimizers come from the registry, read at each call rather than copied at import, so an
+
+# The optimizers come from the registries, read at each call rather than copied at import, so an
 # optimizer is benchmarked (and its bytes counted) once it is registered there.
 def optimizer_names():
-    """The names in fastopt.optimizers.OPTIMIZERS, in its order: the optimizers measured."""
+    """The names in fastopt.optimizers.OPTIMIZERS, in its order: the optimizers measured by
+    default."""
     return tuple(optimizers.OPTIMIZERS)
+
+
+def family_names():
+    """The benchmark's names of fastopt.optim's classes, in fastopt.optim.OPTIMIZERS' order:
+    "optim.SGD", "optim.Adam", ..., "optim.Lion"."""
+    return tuple(FAMILY_PREFIX + name for name in optim.OPTIMIZERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerName:
+    """What a benchmark optimizer name means: a textbook class (fastopt.optimizers), or a
+    class of fastopt.optim (family=True), clipped (clip=True: "optim.AdamW+clip") or not."""
+
+    class_name: str
+    family: bool = False
+    clip: bool = False
+
+    @property
+    def name(self):
+        return ((FAMILY_PREFIX if self.family else "") + self.class_name
+                + (CLIP_SUFFIX if self.clip else ""))
+
+
+def parse_optimizer(name):
+    """The OptimizerName of a benchmark optimizer name (exact spelling: "Adam", "optim.AdamW",
+    "optim.AdamW+clip"); KeyError if no registered class has that name."""
+    clip = name.endswith(CLIP_SUFFIX)
+    base = name[:-len(CLIP_SUFFIX)] if clip else name
+    if base.startswith(FAMILY_PREFIX) and base[len(FAMILY_PREFIX):] in optim.OPTIMIZERS:
+        return OptimizerName(base[len(FAMILY_PREFIX):], family=True, clip=clip)
+    if not clip and base in optimizers.OPTIMIZERS:
+        return OptimizerName(base)
+    raise KeyError(name)
 
 
 def state_arrays(optimizer):
     """State arrays the named optimizer keeps per parameter: len(_state_names) of its class in
-    fastopt.optimizers.OPTIMIZERS (0 for SGD, 1 for Momentum, 2 for Adam). An update reads p, g
-    and every state array and writes p and every state array: 3 + 2 * n_states arrays."""
+    fastopt.optimizers.OPTIMIZERS (0 for SGD, 1 for Momentum, 2 for Adam); for a class of
+    fastopt.optim ("optim.AdamW"), len(opt._state_names()) of an instance with the default
+    arguments (0 for optim.SGD, 1 for optim.Adagrad, RMSprop and Lion, 2 for the others). An
+    update reads p, g and every state array and writes p and every state array: 3 + 2 *
+    n_states arrays."""
+    parsed = parse_optimizer(optimizer)
+    if parsed.family:
+        return len(optim.OPTIMIZERS[parsed.class_name]()._state_names())
     return len(optimizers.OPTIMIZERS[optimizer]._state_names)
+
+
+def arrays_moved(optimizer):
+    """Arrays of the parameters' size one update() must read or write: 3 + 2 * n_states, and
+    one more for a clipping variant ("optim.AdamW+clip": fastopt reads the gradients once for
+    the global norm before the step reads them again)."""
+    extra = 1 if parse_optimizer(optimizer).clip else 0
+    return 3 + 2 * state_arrays(optimizer) + extra
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +106,9 @@ class Workload:
         return len(self.shapes)
 
     def bytes_moved(self, optimizer):
-        """Bytes one update() of the named optimizer must read and write (the GB/s numerator)."""
-        return (3 + 2 * state_arrays(optimizer)) * self.dtype.itemsize * self.elements
+        """Bytes one update() of the named optimizer must read and write (the GB/s numerator):
+        arrays_moved(optimizer) x itemsize x elements."""
+        return arrays_moved(optimizer) * self.dtype.itemsize * self.elements
 
     def make_arrays(self, seed=0):
         """(params, grads): dicts of fresh arrays, keys "W1", "b1", ... for a model's layers and
