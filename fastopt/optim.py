@@ -214,6 +214,10 @@ class Optimizer:
 
     def __init__(self, *, overrides=None, skip_nonfinite=False, state_dtype=None,
                  master_weights=False, rounding="nearest", seed=0, **hyperparameters):
+        unknown = [name for name in hyperparameters if name not in self._defaults]
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument "
+                            f"{unknown[0]!r}")
         object.__setattr__(self, "_core", _kernels.Core())
         object.__setattr__(self, "_precision", _check_precision(state_dtype, master_weights,
                                                                 rounding, seed))
@@ -241,6 +245,8 @@ class Optimizer:
         elif name in self._defaults:
             changed = {**self._hyperparameters, name: self._check(name, value)}
             self._check_combination(changed)
+            for pattern, values in self._overrides.items():  # each key's values, too
+                self._check_combination({**changed, **values}, f"overrides[{pattern!r}]")
             self._replace_hyperparameters(changed, self._overrides)
         elif name == "skip_nonfinite":
             object.__setattr__(self, "_skip_nonfinite", _flag(name, value))
@@ -321,17 +327,22 @@ class Optimizer:
             h = dict(h)
             patterns = list(self._overrides.values())
             for index in signature:
-                h.update(patterns[index])
+                if isinstance(index, int):  # (not the scalar state that split a group)
+                    h.update(patterns[index])
         return h
 
     def _partition(self, keys):
         """(per key its group index, per group its signature, per group its first key): keys
-        matched by the same overrides patterns share a group and so hyperparameters."""
+        matched by the same overrides patterns (and holding the same scalar state: NAdam's
+        mu_product) share a group and so coefficients."""
         patterns = list(self._overrides)
+        scalars = self._core.scalars or {}
         groups, signatures, first_keys = [], {}, []
         for key in keys:
             signature = tuple(i for i, pattern in enumerate(patterns)
                               if pattern_matches(pattern, key))
+            if key in scalars:
+                signature += (("scalar", scalars[key]),)
             if signature not in signatures:
                 signatures[signature] = len(signatures)
                 first_keys.append(key)
@@ -627,6 +638,9 @@ class Optimizer:
             core.release()
 
     def _load_scalars(self, scalars, state):
+        if self._scalar_state is not None and state is not None and scalars is None:
+            raise ValueError(f"state_dict['scalars'] must hold {self._scalar_state!r} for every "
+                             f"key of the state")
         if self._scalar_state is None or scalars is None:
             if scalars is not None:
                 raise ValueError("this optimizer keeps no scalar state, but "
