@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "convert.h"
 #include "internal.h"
 
 #if defined(FASTOPT_X86)
@@ -182,7 +183,9 @@ void fastopt_set_thread_backoff(int enabled)
     adaptive_threads = enabled != 0;
 }
 
-#define FO_COST_ROW(name, states, loop, ps_f32, ps_f64) {ps_f32, ps_f64},
+/* Converted dtypes (16-bit storage) cost the float32 loop plus the conversions. */
+#define FO_COST_ROW(name, states, loop, ps_f32, ps_f64) {ps_f32, ps_f64, 2 * ps_f32, 2 * ps_f32},
+typedef char fo_cost_row_has_a_column_per_dtype[FASTOPT_NUM_DTYPES == 4 ? 1 : -1];
 static const int64_t element_cost[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES] = {
     FASTOPT_FOR_EACH_KERNEL(FO_COST_ROW)};
 
@@ -210,7 +213,10 @@ const fastopt_kernel_info *fastopt_kernel(int kernel)
     return kernel >= 0 && kernel < FASTOPT_NUM_KERNELS ? &kernel_info[kernel] : NULL;
 }
 
-#define FO_DTYPE_INFO(a, b, c, sfx, storage, compute, numpy_name) {numpy_name, sizeof(storage)},
+#define FO_DTYPE_INFO(a, b, c, sfx, storage, compute, numpy_name, kind)                        \
+    {numpy_name, sizeof(storage), FO_CONVERTED_##kind},
+#define FO_CONVERTED_native 0
+#define FO_CONVERTED_converted 1
 static const fastopt_dtype_info dtype_info[FASTOPT_NUM_DTYPES] = {
     FASTOPT_FOR_EACH_DTYPE(FO_DTYPE_INFO, , , )};
 
@@ -256,9 +262,45 @@ static inline int tensor_piece(const fastopt_plan *plan, int64_t t, int64_t begi
  * 0, when the plan has no group array). */
 typedef struct {
     const fastopt_loop_fn (*loops)[FASTOPT_NUM_DTYPES];
+    fastopt_mixed_fn mixed;
     const int *kernels;
     const double *coefficients;
 } fo_step_kernels;
+
+static inline int grad_dtype(const fastopt_plan *plan, int64_t t)
+{
+    return plan->grad_dtype ? plan->grad_dtype[t] : plan->dtype[t];
+}
+
+/* The elements [first, last) of tensor t in a mixed-precision plan (see fastopt_plan.mixed):
+ * every array at its own item size, through the unit's mixed runner with the float32 loop. */
+static void run_mixed_piece(const fo_step_kernels *step, const fastopt_plan *plan, int64_t t,
+                            int64_t first, int64_t last, int kernel, const double *coefficients)
+{
+    const int64_t n = plan->n_tensors;
+    fo_mixed_piece piece;
+    piece.n = last - first;
+    piece.first = first;
+    piece.param_dtype = plan->dtype[t];
+    piece.grad_dtype = grad_dtype(plan, t);
+    piece.param = (char *)plan->param[t] + (size_t)first * item_size(piece.param_dtype);
+    piece.grad = (const char *)plan->grad[t] + (size_t)first * item_size(piece.grad_dtype);
+    piece.n_states = kernel_info[kernel].n_states;
+    piece.master = NULL;
+    if (plan->master) {
+        float *master = (float *)plan->state[(plan->n_states - 1) * n + t];
+        piece.master = master + first;
+    }
+    piece.stochastic = plan->stochastic;
+    piece.stream[0] = fo_stream(plan->seed, plan->step, (uint64_t)t, 0);
+    for (int s = 0; s < piece.n_states; ++s) {
+        const int dtype = plan->state_dtype ? plan->state_dtype[s * n + t] : plan->dtype[t];
+        piece.state_dtype[s] = dtype;
+        piece.state[s] = (char *)plan->state[s * n + t] + (size_t)first * item_size(dtype);
+        piece.stream[1 + s] = fo_stream(plan->seed, plan->step, (uint64_t)t, (uint64_t)(1 + s));
+    }
+    step->mixed(step->loops[kernel][FASTOPT_DTYPE_f32], &piece, coefficients);
+}
 
 /* Apply the kernels to the elements [begin, end) of the concatenated run. */
 static void run_range(const fo_step_kernels *step, const fastopt_plan *plan, int64_t begin,
@@ -270,6 +312,11 @@ static void run_range(const fo_step_kernels *step, const fastopt_plan *plan, int
             continue;
         const int dtype = plan->dtype[t];
         const int group = plan->group ? plan->group[t] : 0;
+        if (plan->mixed && dtype != FASTOPT_DTYPE_f64) {
+            run_mixed_piece(step, plan, t, first, last, step->kernels[group],
+                            step->coefficients + (size_t)group * FASTOPT_MAX_COEFFICIENTS);
+            continue;
+        }
         const size_t skip = (size_t)first * item_size(dtype);
         void *state[FASTOPT_MAX_STATES];
         for (int s = 0; s < plan->n_states; ++s)
@@ -427,13 +474,15 @@ static void run_step(const fo_step_kernels *step, fastopt_plan *plan)
 
 void fastopt_run(int kernel, fastopt_plan *plan, const double *coefficients)
 {
-    const fo_step_kernels step = {units[fastopt_simd_active()]->loops, &kernel, coefficients};
+    const fastopt_unit *unit = units[fastopt_simd_active()];
+    const fo_step_kernels step = {unit->loops, unit->mixed, &kernel, coefficients};
     run_step(&step, plan);
 }
 
 void fastopt_run_groups(const int *kernels, fastopt_plan *plan, const double *coefficients)
 {
-    const fo_step_kernels step = {units[fastopt_simd_active()]->loops, kernels, coefficients};
+    const fastopt_unit *unit = units[fastopt_simd_active()];
+    const fo_step_kernels step = {unit->loops, unit->mixed, kernels, coefficients};
     run_step(&step, plan);
 }
 
@@ -464,7 +513,7 @@ static double block_sum_of_squares(const fastopt_sum_squares_fn *sum_squares,
     for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && offset[t] < end; ++t) {
         if (!tensor_piece(plan, t, begin, end, &first, &last))
             continue;
-        const int dtype = plan->dtype[t];
+        const int dtype = grad_dtype(plan, t);
         sum_squares[dtype](last - first,
                            (const char *)plan->grad[t] + (size_t)first * item_size(dtype),
                            offset[t] + first - begin, partial_sums);
@@ -475,19 +524,23 @@ static double block_sum_of_squares(const fastopt_sum_squares_fn *sum_squares,
 
 /* Any NaN or infinity among the gradients? Only asked when the sum of squares is not finite
  * (which finite values can also cause, by overflow), so a plain loop will do. */
-#define FO_NONFINITE_CASE(a, b, c, sfx, storage, compute, numpy_name)                           \
+#define FO_NONFINITE_CASE(a, b, c, sfx, storage, compute, numpy_name, kind)                     \
     case FASTOPT_DTYPE_##sfx: {                                                               \
         const storage *x = (const storage *)plan->grad[t];                                    \
         for (int64_t i = 0; i < n; ++i)                                                       \
-            if (!isfinite((compute)x[i]))                                                     \
+            if (!isfinite(FO_COMPUTE_##sfx(x[i])))                                            \
                 return 1;                                                                     \
         break;                                                                                \
     }
+#define FO_COMPUTE_f32(x) (x)
+#define FO_COMPUTE_f64(x) (x)
+#define FO_COMPUTE_bf16(x) fo_bf16_to_float(x)
+#define FO_COMPUTE_f16(x) fo_f16_to_float(x)
 static int any_nonfinite(const fastopt_plan *plan)
 {
     for (int64_t t = 0; t < plan->n_tensors; ++t) {
         const int64_t n = plan->offset[t + 1] - plan->offset[t];
-        switch (plan->dtype[t]) {
+        switch (grad_dtype(plan, t)) {
             FASTOPT_FOR_EACH_DTYPE(FO_NONFINITE_CASE, , , )
         }
     }

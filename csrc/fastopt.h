@@ -107,16 +107,20 @@ enum { FASTOPT_FOR_EACH_KERNEL(FASTOPT_KERNEL_ENUM) FASTOPT_NUM_KERNELS };
 #undef FASTOPT_KERNEL_ENUM
 
 /* The dtypes: short name, storage type (what the arrays hold), compute type (what the element
- * functions compute in), and NumPy's name for it (Python maps NumPy dtypes to rows through
- * numpy.dtype(name).num at import). Storage and compute are equal today; a 16-bit storage type
- * computed in float32 would be a row whose loops convert on load and store. The kernels' cost
- * columns follow this order. X is called as X(a, b, c, sfx, storage, compute, numpy_name): a,
- * b and c are passed through, so that a kernel's X-macro can expand a line per dtype. */
-#define FASTOPT_FOR_EACH_DTYPE(X, a, b, c)              \
-    X(a, b, c, f32, float, float, "float32")            \
-    X(a, b, c, f64, double, double, "float64")
+ * functions compute in), NumPy's name for it (Python maps NumPy dtypes to rows through
+ * numpy.dtype(name).num; bfloat16 is ml_dtypes' and exists once ml_dtypes is imported) and
+ * kind: native rows have their own loops (storage = compute); converted rows (16 bits stored,
+ * float32 computed) run through fastopt.optim's mixed runner, which converts blocks to float32,
+ * runs the float32 loop and rounds each stored value once (loops.h, mixed_run). X is called as
+ * X(a, b, c, sfx, storage, compute, numpy_name, kind): a, b and c are passed through, so that a
+ * kernel's X-macro can expand a line per dtype. */
+#define FASTOPT_FOR_EACH_DTYPE(X, a, b, c)                          \
+    X(a, b, c, f32, float, float, "float32", native)                \
+    X(a, b, c, f64, double, double, "float64", native)              \
+    X(a, b, c, bf16, uint16_t, float, "bfloat16", converted)        \
+    X(a, b, c, f16, uint16_t, float, "float16", converted)
 
-#define FASTOPT_DTYPE_ENUM(a, b, c, sfx, storage, compute, numpy_name) FASTOPT_DTYPE_##sfx,
+#define FASTOPT_DTYPE_ENUM(a, b, c, sfx, storage, compute, numpy_name, kind) FASTOPT_DTYPE_##sfx,
 enum { FASTOPT_FOR_EACH_DTYPE(FASTOPT_DTYPE_ENUM, , , ) FASTOPT_NUM_DTYPES };
 #undef FASTOPT_DTYPE_ENUM
 
@@ -137,6 +141,7 @@ const fastopt_kernel_info *fastopt_kernel(int kernel);
 typedef struct {
     const char *numpy_name;
     int item_size; /* bytes per stored element */
+    int converted; /* 1: 16-bit storage computed in float32 (fastopt.optim only) */
 } fastopt_dtype_info;
 const fastopt_dtype_info *fastopt_dtype(int dtype);
 
@@ -157,6 +162,21 @@ typedef struct {
     int n_states;
     const int *group; /* NULL (every tensor in group 0), or per tensor its group: see
                          fastopt_run_groups */
+    /* Mixed precision (fastopt.optim; all zero/NULL otherwise): mixed is 1 if any tensor has a
+     * converted dtype, a gradient or state dtype other than its parameter's, or a master copy.
+     * grad_dtype: per tensor (NULL: the parameter's); state_dtype: per state array, at
+     * [s * n_tensors + t] (NULL: the parameter's); master: 1 if the plan's last state array is
+     * a float32 master copy of each parameter, which the kernel updates in place of the
+     * parameter (the parameter then gets its rounded value); stochastic: 1 to round the
+     * stored 16-bit values stochastically, with random bits from (seed, step, tensor index,
+     * array index, element index) (convert.h); step: this step's number, set before each run. */
+    int mixed;
+    const int *grad_dtype;
+    const int *state_dtype;
+    int master;
+    int stochastic;
+    uint64_t seed;
+    uint64_t step;
     /* fastopt_run's memory of how each mode fared on this plan, [0] one thread, [1] the pool
      * (start all at 0; see choose_mode in engine.c) */
     int32_t samples[2];         /* steps measured */

@@ -15,10 +15,34 @@ typedef void (*fastopt_loop_fn)(int64_t n, void *param, const void *grad, void *
 typedef void (*fastopt_sum_squares_fn)(int64_t n, const void *data, int64_t lane0,
                                        double *partial_sums);
 
-/* What each SIMD unit (loops.h compiled with its flags) provides. */
+/* One tensor's piece of a mixed-precision step (see fastopt_plan.mixed): n elements from
+ * element first of the tensor; the kernel's n_states state arrays (not the master copy);
+ * master: NULL or the float32 master copy; stream: the random stream of the parameter (or its
+ * master's rounding) [0] and of each state array [1 + s]. Pointers are at the piece's start. */
+typedef struct {
+    int64_t n, first;
+    int param_dtype, grad_dtype;
+    void *param;
+    const void *grad;
+    int n_states;
+    void *state[FASTOPT_MAX_STATES];
+    int state_dtype[FASTOPT_MAX_STATES];
+    float *master;
+    int stochastic;
+    uint64_t stream[1 + FASTOPT_MAX_STATES];
+} fo_mixed_piece;
+
+/* Runs a float32 loop over a mixed piece: blocks converted to float32, the loop, each written
+ * value rounded once to its storage type. */
+typedef void (*fastopt_mixed_fn)(fastopt_loop_fn f32_loop, const fo_mixed_piece *piece,
+                                 const double *coefficients);
+
+/* What each SIMD unit (loops.h compiled with its flags) provides. Converted dtypes have no
+ * loops of their own (NULL): they run through mixed with the float32 loop. */
 typedef struct {
     fastopt_loop_fn loops[FASTOPT_NUM_KERNELS][FASTOPT_NUM_DTYPES];
     fastopt_sum_squares_fn sum_squares[FASTOPT_NUM_DTYPES];
+    fastopt_mixed_fn mixed;
 } fastopt_unit;
 
 extern const fastopt_unit fastopt_unit_baseline;

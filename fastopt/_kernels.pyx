@@ -18,7 +18,7 @@ from cpython.exc cimport PyErr_Clear
 from cpython.ref cimport Py_XDECREF, Py_XINCREF
 from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from libc.stdint cimport INT64_MAX, int64_t, uintptr_t
+from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
 import collections
@@ -46,6 +46,7 @@ cdef extern from "fastopt.h" nogil:
     ctypedef struct fastopt_dtype_info:
         const char *numpy_name
         int item_size
+        int converted
 
     ctypedef struct fastopt_plan:
         int64_t n_tensors
@@ -57,6 +58,13 @@ cdef extern from "fastopt.h" nogil:
         void **state
         int n_states
         const int *group
+        int mixed
+        const int *grad_dtype
+        const int *state_dtype
+        int master
+        int stochastic
+        uint64_t seed
+        uint64_t step
         int samples[2]
         double mean_seconds[2]
         double last_seconds[2]
@@ -110,25 +118,57 @@ def _read_registry():
             raise ImportError(f"fastopt: the C registry entry of {info.name.decode()} is "
                               f"inconsistent")
         kernels[info.name.decode()] = Kernel(k, info.n_states, names)
-    # The NumPy dtype of each row of the C dtype table, by its name.
-    dtypes = tuple(np.dtype(fastopt_dtype(d).numpy_name.decode())
-                   for d in range(FASTOPT_NUM_DTYPES))
-    return kernels, dtypes
+    # The NumPy name of each row of the C dtype table, and whether it is a converted row
+    # (16-bit storage, float32 compute: fastopt.optim only).
+    names = tuple(fastopt_dtype(d).numpy_name.decode() for d in range(FASTOPT_NUM_DTYPES))
+    converted = tuple(bool(fastopt_dtype(d).converted) for d in range(FASTOPT_NUM_DTYPES))
+    return kernels, names, converted
 
 
 MAX_THREADS = FASTOPT_MAX_THREADS  # most threads set_num_threads accepts
 MAX_COEFFICIENTS = FASTOPT_MAX_COEFFICIENTS  # a group's stride in run_groups' coefficients
 
 # name -> Kernel(id, n_states, coefficient_names), as csrc/fastopt.h registers them
-# DTYPES: the NumPy dtypes the kernels take, in the order of the C dtype table
-KERNELS, DTYPES = _read_registry()
-_DTYPE_ROW_BY_TYPENUM = {dtype.num: row for row, dtype in enumerate(DTYPES)}
+# DTYPE_NAMES, DTYPE_CONVERTED: per row of the C dtype table, NumPy's name for it and whether
+# it is stored in 16 bits and computed in float32 (bfloat16, float16: fastopt.optim only)
+KERNELS, DTYPE_NAMES, DTYPE_CONVERTED = _read_registry()
+# The NumPy dtypes of the native rows (float32, float64): what every optimizer takes.
+DTYPES = tuple(np.dtype(name) for name, converted in zip(DTYPE_NAMES, DTYPE_CONVERTED)
+               if not converted)
+_DTYPE_ROW_BY_TYPENUM = {}
+
+
+def _learn_dtype_rows():
+    """Map NumPy type numbers to rows for every row whose dtype exists now (bfloat16 exists
+    once ml_dtypes is imported; its type number is assigned then)."""
+    for row, name in enumerate(DTYPE_NAMES):
+        try:
+            _DTYPE_ROW_BY_TYPENUM[np.dtype(name).num] = row
+        except TypeError:
+            pass
+
+
+_learn_dtype_rows()
+
+
+def dtype_row(dtype):
+    """The C dtype table's row of a NumPy dtype (native byte order), or -1."""
+    dtype = np.dtype(dtype)
+    if not dtype.isnative:
+        return -1
+    if dtype.num not in _DTYPE_ROW_BY_TYPENUM:
+        _learn_dtype_rows()
+    return _DTYPE_ROW_BY_TYPENUM.get(dtype.num, -1)
+
 
 cdef int _dtype_row(cnp.ndarray a):
     """The C dtype row of a's dtype, or -1 if the kernels do not take it (or byte-swapped)."""
     if not cnp.PyArray_ISNOTSWAPPED(a):
         return -1
-    return _DTYPE_ROW_BY_TYPENUM.get(cnp.PyArray_TYPE(a), -1)
+    cdef int row = _DTYPE_ROW_BY_TYPENUM.get(cnp.PyArray_TYPE(a), -1)
+    if row < 0:
+        row = dtype_row(a.dtype)
+    return row
 
 
 # ---- SIMD and threads --------------------------------------------------------------------------
@@ -292,6 +332,7 @@ ctypedef struct tensor_info:
     PyObject *param             # borrowed: Plan.params holds it
     void *data                  # the parameter's data pointer at validation time
     int typenum                 # its NumPy type number
+    int grad_typenum            # the NumPy type number its gradients must have
     int ndim                    # its shape and strides: ndim dimensions at Plan.dims[dim_start:],
     Py_ssize_t dim_start        # then ndim strides (what a staged copy reads and writes through)
     bint fortran                # the flat order of the kernel's view: Fortran or C
@@ -400,6 +441,8 @@ cdef class Plan:
     cdef readonly Py_ssize_t n_groups
     cdef readonly tuple groups  # per key, its group
     cdef int *group_of_tensor
+    cdef int *grad_dtypes       # mixed precision (fastopt.optim): per tensor, per state array
+    cdef int *state_dtypes
     cdef int *group_kernels
     cdef double *group_coefficients
     cdef public object tag      # the optimizer's own per-plan data (fastopt.optim: the groups)
@@ -410,6 +453,8 @@ cdef class Plan:
         self.info = NULL
         self.busy = False
         self.group_of_tensor = NULL
+        self.grad_dtypes = NULL
+        self.state_dtypes = NULL
         self.group_kernels = NULL
         self.group_coefficients = NULL
         self.n_groups = 1
@@ -424,6 +469,8 @@ cdef class Plan:
             self._release_grads()
         PyMem_Free(self.memory)
         PyMem_Free(self.group_of_tensor)
+        PyMem_Free(self.grad_dtypes)
+        PyMem_Free(self.state_dtypes)
         PyMem_Free(self.group_kernels)
         PyMem_Free(self.group_coefficients)
 
@@ -458,9 +505,15 @@ cdef class Plan:
         return 0
 
     def __init__(self, str kernel, tuple keys, list params, list states, tuple state_names=(),
-                 tuple groups=None):
+                 tuple groups=None, tuple grad_dtypes=None, bint master=False,
+                 bint stochastic=False, uint64_t seed=0):
         """groups (fastopt.optim): None, or per key the index of its group, 0 <= index < number
-        of groups; each group then runs its own kernel and coefficients (run_groups())."""
+        of groups; each group then runs its own kernel and coefficients (run_groups()).
+        Mixed precision (fastopt.optim): grad_dtypes, per key the dtype its gradients have
+        (None: the parameter's); state arrays may then have their own dtype (float32 or
+        bfloat16 for 16-bit or float32 parameters); master: the last state array of each key
+        is its float32 master copy; stochastic, seed: round stored 16-bit values
+        stochastically (see fastopt_plan in csrc/fastopt.h)."""
         cdef Py_ssize_t i, j, s, n = len(keys)
         cdef cnp.ndarray p, a
         cdef tensor_info *t
@@ -475,6 +528,11 @@ cdef class Plan:
         self.kernel = kernel
         self.kernel_id, self.n_states = entry.id, entry.n_states
         self.n_coefficients = len(entry.coefficient_names)
+        if groups is not None:
+            # each group's kernel takes a prefix of the state arrays (the master copies last)
+            self.n_states = len(state_names)
+            if self.n_states > FASTOPT_MAX_STATES:
+                raise ValueError(f"at most {FASTOPT_MAX_STATES} state arrays")
         if state_names and len(state_names) != self.n_states:
             raise ValueError(f"kernel {kernel} has {self.n_states} states, not {len(state_names)}")
         self.state_names = state_names or tuple(f"state{s}" for s in range(self.n_states))
@@ -499,8 +557,11 @@ cdef class Plan:
             t.param = <PyObject *>p
             t.data = cnp.PyArray_DATA(p)
             t.typenum = cnp.PyArray_TYPE(p)
+            t.grad_typenum = t.typenum
+            if grad_dtypes is not None:
+                t.grad_typenum = np.dtype(grad_dtypes[i]).num
             self.dtypes[i] = _dtype_row(p)
-            if self.dtypes[i] < 0:
+            if self.dtypes[i] < 0 or (DTYPE_CONVERTED[self.dtypes[i]] and groups is None):
                 raise TypeError(f"fastopt kernels take arrays of the dtypes {DTYPES}")
             t.ndim = cnp.PyArray_NDIM(p)
             t.dim_start = next_dim
@@ -518,7 +579,8 @@ cdef class Plan:
             for s in range(self.n_states):
                 a = group[s]
                 # kernels trust the plan: a state array of another size would be overrun
-                if (not _direct(a, fortran) or cnp.PyArray_TYPE(a) != t.typenum
+                if (not _direct(a, fortran) or _dtype_row(a) < 0
+                        or (cnp.PyArray_TYPE(a) != t.typenum and groups is None)
                         or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(p)):
                     raise ValueError("state arrays must be contiguous, aligned and of the "
                                      "parameter's dtype and size")
@@ -558,6 +620,7 @@ cdef class Plan:
         self.plan.state = self.state_ptr
         self.plan.n_states = self.n_states
         self.plan.group = NULL
+        self._set_precision(grad_dtypes, master, stochastic, seed)
         if groups is not None:
             if len(groups) != n or any(not 0 <= group < n for group in groups):
                 raise ValueError("groups: one index per key, each in [0, number of keys)")
@@ -579,6 +642,39 @@ cdef class Plan:
         self.overlap = self._written_overlap()
         self._build_written_ranges()
         self.ready = self.overlap is None
+
+    cdef int _set_precision(self, tuple grad_dtypes, bint master, bint stochastic,
+                            uint64_t seed) except -1:
+        """The mixed-precision fields of the C plan (see Plan.__init__)."""
+        cdef Py_ssize_t i, s, n = self.n
+        cdef bint mixed = master
+        self.plan.mixed = 0
+        self.plan.grad_dtype = NULL
+        self.plan.state_dtype = NULL
+        self.plan.master = master
+        self.plan.stochastic = stochastic
+        self.plan.seed = seed
+        self.plan.step = 0
+        self.grad_dtypes = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
+        self.state_dtypes = <int *>PyMem_Malloc(max(n * self.n_states, 1) * sizeof(int))
+        if self.grad_dtypes == NULL or self.state_dtypes == NULL:
+            raise MemoryError()
+        for i in range(n):
+            self.grad_dtypes[i] = self.dtypes[i]
+            if grad_dtypes is not None:
+                self.grad_dtypes[i] = dtype_row(grad_dtypes[i])
+                if self.grad_dtypes[i] < 0:
+                    raise TypeError(f"gradient dtype {grad_dtypes[i]} is not one the kernels "
+                                    f"take")
+            mixed |= DTYPE_CONVERTED[self.dtypes[i]] or self.grad_dtypes[i] != self.dtypes[i]
+            for s in range(self.n_states):
+                self.state_dtypes[s * n + i] = _dtype_row(<cnp.ndarray>self.states[i][s])
+                mixed |= self.state_dtypes[s * n + i] != self.dtypes[i]
+        if mixed:
+            self.plan.mixed = 1
+            self.plan.grad_dtype = self.grad_dtypes
+            self.plan.state_dtype = self.state_dtypes
+        return 0
 
     def written_name(self, Py_ssize_t index):
         """The name of written array index: "params[key]" or "optimizer state v[key]"."""
@@ -842,7 +938,7 @@ cdef class Plan:
             if item == NULL or not cnp.PyArray_CheckExact(<object>item):
                 return _DECLINED_GRAD
             g = <cnp.ndarray>item
-            if cnp.PyArray_TYPE(g) != t.typenum or not cnp.PyArray_ISNOTSWAPPED(g):
+            if cnp.PyArray_TYPE(g) != t.grad_typenum or not cnp.PyArray_ISNOTSWAPPED(g):
                 return _DECLINED_GRAD
             if not _has_shape(t, self.dims, g):
                 return _DECLINED_GRAD
@@ -972,6 +1068,7 @@ cdef object _groups_step(Core core, Plan plan, object state, object optimizer, o
             core.skipped += 1
             return norm
         plan._set_groups(kernels, coefficients)
+        plan.plan.step = <uint64_t>step
         plan._run_bound_groups()
         core.plan = plan
         core.state = state

@@ -33,6 +33,7 @@ import numpy as np
 from . import _kernels
 from .optimizers import (_MAX_STEP, _describe, _check_state_fits, _load_state, _overlap_error,
                          _validate, flat_order)
+from .reference.optim import low_precision_dtypes
 from .reference.optim import RAdam as _RAdamTwin, clip_coefficient, pattern_matches
 
 _STATE_DICT_VERSION = 1
@@ -112,6 +113,65 @@ def _scheduled(lr, step):
                           f"{error}") from None
 
 
+# ---- low precision ----------------------------------------------------------------------------
+
+_FLOAT32, _FLOAT64, _FLOAT16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
+_MAX_SEED = 2**64
+
+
+def _bfloat16():
+    """ml_dtypes' bfloat16, or None if ml_dtypes is not installed (then no bfloat16 array can
+    exist either)."""
+    dtypes = low_precision_dtypes()
+    return dtypes[1] if len(dtypes) > 1 else None
+
+
+def _check_precision(state_dtype, master_weights, rounding, seed):
+    """The low-precision options as a dict, checked: state_dtype None, float32 or bfloat16;
+    master_weights a bool; rounding "nearest" or "stochastic"; seed an integer in
+    [0, 2**64)."""
+    if state_dtype is not None:
+        if isinstance(state_dtype, str) and state_dtype == "bfloat16":
+            try:  # the name exists for NumPy once ml_dtypes is imported
+                import ml_dtypes  # noqa: F401
+            except ImportError:
+                pass
+        bfloat16 = _bfloat16()
+        try:
+            dtype = np.dtype(state_dtype)
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype not in (_FLOAT32, bfloat16):
+            raise TypeError(f"state_dtype must be None, numpy.float32 or ml_dtypes.bfloat16 "
+                            f"(pip install ml_dtypes), got {state_dtype!r}")
+        state_dtype = dtype
+    if rounding not in ("nearest", "stochastic"):
+        raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= seed < _MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return {"state_dtype": state_dtype, "master_weights": _flag("master_weights", master_weights),
+            "rounding": rounding, "seed": int(seed)}
+
+
+def _check_optim_dtypes(key, p, g):
+    """fastopt.optim's rule: float32, float64, float16 or bfloat16 parameters; gradients of the
+    parameter's dtype, or float16/bfloat16 gradients for float32 parameters (an exact upcast);
+    TypeError naming the key otherwise."""
+    allowed = (_FLOAT32, _FLOAT64, *low_precision_dtypes())
+    if p.dtype not in allowed or not p.dtype.isnative:
+        raise TypeError(f"params[{key!r}] has dtype {p.dtype}; fastopt.optim updates float32, "
+                        f"float64, float16 and bfloat16 (ml_dtypes) arrays in native byte order")
+    if g.dtype == p.dtype:
+        return
+    if p.dtype == _FLOAT32 and g.dtype in low_precision_dtypes():
+        return
+    raise TypeError(f"grads[{key!r}] has dtype {g.dtype} but params[{key!r}] has dtype "
+                    f"{p.dtype}; a gradient must have its parameter's dtype, or be float16 or "
+                    f"bfloat16 for a float32 parameter. Convert the gradient "
+                    f"(grads[{key!r}].astype({p.dtype.name}))")
+
+
 # Every class of the family by name, in definition order (tests and benchmarks iterate it).
 OPTIMIZERS = {}
 # kernel name -> (its id, its coefficient names in the order the engine takes them)
@@ -152,8 +212,15 @@ class Optimizer:
         if not cls.__name__.startswith("_"):
             OPTIMIZERS[cls.__name__] = cls
 
-    def __init__(self, *, overrides=None, skip_nonfinite=False, **hyperparameters):
+    def __init__(self, *, overrides=None, skip_nonfinite=False, state_dtype=None,
+                 master_weights=False, rounding="nearest", seed=0, **hyperparameters):
+        unknown = [name for name in hyperparameters if name not in self._defaults]
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument "
+                            f"{unknown[0]!r}")
         object.__setattr__(self, "_core", _kernels.Core())
+        object.__setattr__(self, "_precision", _check_precision(state_dtype, master_weights,
+                                                                rounding, seed))
         checked = {name: self._check(name, value) for name, value in hyperparameters.items()}
         self._check_combination(checked)
         object.__setattr__(self, "_hyperparameters", checked)
@@ -178,6 +245,8 @@ class Optimizer:
         elif name in self._defaults:
             changed = {**self._hyperparameters, name: self._check(name, value)}
             self._check_combination(changed)
+            for pattern, values in self._overrides.items():  # each key's values, too
+                self._check_combination({**changed, **values}, f"overrides[{pattern!r}]")
             self._replace_hyperparameters(changed, self._overrides)
         elif name == "skip_nonfinite":
             object.__setattr__(self, "_skip_nonfinite", _flag(name, value))
@@ -258,17 +327,22 @@ class Optimizer:
             h = dict(h)
             patterns = list(self._overrides.values())
             for index in signature:
-                h.update(patterns[index])
+                if isinstance(index, int):  # (not the scalar state that split a group)
+                    h.update(patterns[index])
         return h
 
     def _partition(self, keys):
         """(per key its group index, per group its signature, per group its first key): keys
-        matched by the same overrides patterns share a group and so hyperparameters."""
+        matched by the same overrides patterns (and holding the same scalar state: NAdam's
+        mu_product) share a group and so coefficients."""
         patterns = list(self._overrides)
+        scalars = self._core.scalars or {}
         groups, signatures, first_keys = [], {}, []
         for key in keys:
             signature = tuple(i for i, pattern in enumerate(patterns)
                               if pattern_matches(pattern, key))
+            if key in scalars:
+                signature += (("scalar", scalars[key]),)
             if signature not in signatures:
                 signatures[signature] = len(signatures)
                 first_keys.append(key)
@@ -313,7 +387,7 @@ class Optimizer:
                 return None, None, norm, None
         if max_grad_norm is not None:
             scale = scale * clip_coefficient(float(max_grad_norm), norm)
-        signatures, first_keys = plan.tag
+        signatures, first_keys, _ = plan.tag
         kernels, coefficients = [], []
         old_scalars = self._core.scalars
         new_scalars = [] if self._scalar_state else None
@@ -337,8 +411,8 @@ class Optimizer:
         core = self._core
         core.hold()
         try:
-            params, grads = _validate(params, grads)
-            plan, state = self._prepare(params)
+            params, grads = _validate(params, grads, _check_optim_dtypes)
+            plan, state = self._prepare(params, grads)
             reason, norm = core.commit_groups(plan, state, self, params, grads, core.step + 1,
                                               grad_scale, max_grad_norm)
         finally:
@@ -351,14 +425,49 @@ class Optimizer:
                                  f"{reason}); please report")
         return norm
 
-    def _prepare(self, params):
-        """(plan, state) for params (validated): the current plan if it was built for these
-        very arrays, else a new one (and, at the first step, a new state, not yet stored)."""
-        names = self._state_names()
+    def _all_state_names(self):
+        """The state arrays of every key: the class's, then "master" with master_weights."""
+        return self._state_names() + (("master",) if self._precision["master_weights"] else ())
+
+    def _state_dtype(self, name, param):
+        """The dtype of state array name of a parameter: float32 for the master copy; else
+        state_dtype if set (float32 or bfloat16), else float32 for a 16-bit parameter and the
+        parameter's own dtype otherwise."""
+        if name == "master":
+            return _FLOAT32
+        chosen = self._precision["state_dtype"]
+        if chosen is not None:
+            return chosen
+        return _FLOAT32 if param.dtype in low_precision_dtypes() else param.dtype
+
+    def _check_precision_fits(self, params, grads):
+        """TypeError for low-precision options these arrays cannot have."""
+        precision = self._precision
+        for key, param in params.items():
+            if param.dtype == _FLOAT64 and precision["state_dtype"] not in (None, _FLOAT64):
+                raise TypeError(f"params[{key!r}] is float64: state_dtype="
+                                f"{precision['state_dtype']} is for float32, float16 and "
+                                f"bfloat16 parameters")
+            if param.dtype == _FLOAT64 and precision["master_weights"]:
+                raise TypeError(f"params[{key!r}] is float64: master_weights keeps float32 "
+                                f"copies of float32, float16 and bfloat16 parameters")
+            stored = [param.dtype, self._state_dtype("", param)]
+            if precision["rounding"] == "stochastic" and _FLOAT16 in stored:
+                raise TypeError(f"params[{key!r}]: stochastic rounding is for bfloat16 "
+                                f"storage; float16 values are rounded to nearest (rounding="
+                                f"'nearest'), or use bfloat16")
+
+    def _prepare(self, params, grads):
+        """(plan, state) for params and grads (validated): the current plan if it was built for
+        these very arrays (and gradient dtypes), else a new one (and, at the first step, a new
+        state, not yet stored)."""
+        names = self._all_state_names()
         state = self._core.state
-        _check_state_fits(state, names, params)
+        self._check_precision_fits(params, grads)
+        _check_state_fits(state, names, params, self._state_dtype)
+        grad_dtypes = tuple(grads[key].dtype for key in params)
         plan = self._core.plan
-        if plan is not None and plan.params_unchanged(params):
+        if plan is not None and plan.tag[2] == grad_dtypes and plan.params_unchanged(params):
             return plan, state
         keys = tuple(params)
         groups, signatures, first_keys = self._partition(keys)
@@ -368,15 +477,20 @@ class Optimizer:
             state = {name: {} for name in names}
             for key, group in zip(keys, groups):
                 h = self._resolve(signatures[group])
+                param = params[key]
                 for name in names:
                     # Laid out like the parameter, so the kernel reads both in one flat order.
-                    state[name][key] = np.full(params[key].shape, self._initial_value(name, h),
-                                               dtype=params[key].dtype,
-                                               order=flat_order(params[key]))
-        plan = _kernels.Plan(self._plan_kernel(len(names)), keys, [params[key] for key in keys],
+                    array = np.empty(param.shape, dtype=self._state_dtype(name, param),
+                                     order=flat_order(param))
+                    array[...] = param if name == "master" else self._initial_value(name, h)
+                    state[name][key] = array
+        precision = self._precision
+        plan = _kernels.Plan(self._plan_kernel(len(self._state_names())), keys,
+                             [params[key] for key in keys],
                              [tuple(state[name][key] for name in names) for key in keys],
-                             tuple(names), groups)
-        plan.tag = (signatures, first_keys)
+                             tuple(names), groups, grad_dtypes, precision["master_weights"],
+                             precision["rounding"] == "stochastic", precision["seed"])
+        plan.tag = (signatures, first_keys, grad_dtypes)
         if plan.overlap is not None:
             raise _overlap_error(*plan.overlap)
         return plan, state
@@ -439,6 +553,8 @@ class Optimizer:
         """Everything needed to resume, as plain Python and NumPy data (arrays are copies):
 
         {"optimizer": "optim.<class>", "version": 1, "hyperparameters": {name: value},
+         "precision": {"state_dtype": None or a dtype name, "master_weights": bool,
+                       "rounding": "nearest" or "stochastic", "seed": int},
          "overrides": {pattern: {name: value}}, "skip_nonfinite": bool, "step": int,
          "skipped_steps": int, "state": None or {state name: {key: array}},
          "scalars": None or {name: {key: float}}}
@@ -453,10 +569,14 @@ class Optimizer:
         scalars = None
         if core.scalars is not None:
             scalars = {self._scalar_state: dict(core.scalars)}
+        precision = dict(self._precision)
+        if precision["state_dtype"] is not None:
+            precision["state_dtype"] = precision["state_dtype"].name
         return {
             "optimizer": f"optim.{type(self).__name__}",
             "version": _STATE_DICT_VERSION,
             "hyperparameters": dict(self._hyperparameters),
+            "precision": precision,
             "overrides": {pattern: dict(values) for pattern, values in self._overrides.items()},
             "skip_nonfinite": self._skip_nonfinite,
             "step": core.step,
@@ -471,8 +591,8 @@ class Optimizer:
         class; RuntimeError if update() is running in another thread."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {_describe(state_dict)}")
-        expected = {"optimizer", "version", "hyperparameters", "overrides", "skip_nonfinite",
-                    "step", "skipped_steps", "state", "scalars"}
+        expected = {"optimizer", "version", "hyperparameters", "precision", "overrides",
+                    "skip_nonfinite", "step", "skipped_steps", "state", "scalars"}
         if set(state_dict) != expected:
             raise ValueError(f"state_dict must have exactly the keys {sorted(expected)}, got "
                              f"{sorted(state_dict, key=str)}")
@@ -487,8 +607,12 @@ class Optimizer:
         if not isinstance(hyper, dict) or set(hyper) != set(self._defaults):
             raise ValueError(f"state_dict['hyperparameters'] must have the keys "
                              f"{list(self._defaults)}")
+        precision = state_dict["precision"]
+        if not isinstance(precision, dict) or set(precision) != set(self._precision):
+            raise ValueError(f"state_dict['precision'] must be a dict with the keys "
+                             f"{sorted(self._precision)}")
         Optimizer.__init__(probe, overrides=state_dict["overrides"],
-                           skip_nonfinite=state_dict["skip_nonfinite"], **hyper)
+                           skip_nonfinite=state_dict["skip_nonfinite"], **precision, **hyper)
         counts = {}
         for field in ("step", "skipped_steps"):
             value = state_dict[field]
@@ -497,8 +621,9 @@ class Optimizer:
                 raise ValueError(f"state_dict[{field!r}] must be an integer >= 0 and < "
                                  f"2**63 - 1, got {value!r}")
             counts[field] = int(value)
-        names = probe._state_names()
-        state = _load_state(state_dict["state"], names) if names else None
+        names = probe._all_state_names()
+        state = (_load_state(state_dict["state"], names,
+                             (_FLOAT32, _FLOAT64, *low_precision_dtypes())) if names else None)
         if not names and state_dict["state"] not in (None, {}):
             raise ValueError("this optimizer keeps no state, but state_dict['state'] is not "
                              "None")
@@ -506,13 +631,16 @@ class Optimizer:
         core = self._core
         core.hold()
         try:
-            for attribute in ("_hyperparameters", "_overrides", "_skip_nonfinite"):
+            for attribute in ("_hyperparameters", "_precision", "_overrides", "_skip_nonfinite"):
                 object.__setattr__(self, attribute, getattr(probe, attribute))
             core.replace(counts["step"], state, scalars, counts["skipped_steps"])
         finally:
             core.release()
 
     def _load_scalars(self, scalars, state):
+        if self._scalar_state is not None and state is not None and scalars is None:
+            raise ValueError(f"state_dict['scalars'] must hold {self._scalar_state!r} for every "
+                             f"key of the state")
         if self._scalar_state is None or scalars is None:
             if scalars is not None:
                 raise ValueError("this optimizer keeps no scalar state, but "
@@ -559,10 +687,10 @@ class SGD(Optimizer):
                      maximize=False)
 
     def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 maximize=False, *, overrides=None, skip_nonfinite=False):
+                 maximize=False, *, overrides=None, skip_nonfinite=False, **precision):
         super().__init__(lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                         overrides=overrides, skip_nonfinite=skip_nonfinite)
+                         overrides=overrides, skip_nonfinite=skip_nonfinite, **precision)
 
     def _check_combination(self, h, where=None):
         if h and h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
@@ -600,10 +728,10 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, *, overrides=None, skip_nonfinite=False):
+                 maximize=False, *, overrides=None, skip_nonfinite=False, **precision):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, overrides=overrides,
-                         skip_nonfinite=skip_nonfinite)
+                         skip_nonfinite=skip_nonfinite, **precision)
 
     def _state_names(self, hyperparameters=None, overrides=None):
         h = self._hyperparameters if hyperparameters is None else hyperparameters
@@ -629,10 +757,10 @@ class AdamW(Adam):
     _kernel_prefix = "adam"
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False, *, overrides=None, skip_nonfinite=False):
+                 maximize=False, *, overrides=None, skip_nonfinite=False, **precision):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, overrides=overrides,
-                         skip_nonfinite=skip_nonfinite)
+                         skip_nonfinite=skip_nonfinite, **precision)
 
 
 class Adagrad(Optimizer):
@@ -648,10 +776,10 @@ class Adagrad(Optimizer):
                      eps=1e-10, maximize=False)
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, maximize=False, *, overrides=None, skip_nonfinite=False):
+                 eps=1e-10, maximize=False, *, overrides=None, skip_nonfinite=False, **precision):
         super().__init__(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps,
-                         maximize=maximize, overrides=overrides, skip_nonfinite=skip_nonfinite)
+                         maximize=maximize, overrides=overrides, skip_nonfinite=skip_nonfinite, **precision)
 
     def _state_names(self, hyperparameters=None, overrides=None):
         return ("sum",)
@@ -680,10 +808,10 @@ class RMSprop(Optimizer):
     _structural = ("centered",)
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False, *, overrides=None, skip_nonfinite=False):
+                 centered=False, maximize=False, *, overrides=None, skip_nonfinite=False, **precision):
         super().__init__(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize,
-                         overrides=overrides, skip_nonfinite=skip_nonfinite)
+                         overrides=overrides, skip_nonfinite=skip_nonfinite, **precision)
 
     def _state_names(self, hyperparameters=None, overrides=None):
         groups = self._all_groups(hyperparameters, overrides)
@@ -714,9 +842,9 @@ class Adadelta(Optimizer):
     _defaults = dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False)
 
     def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False, *,
-                 overrides=None, skip_nonfinite=False):
+                 overrides=None, skip_nonfinite=False, **precision):
         super().__init__(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                         overrides=overrides, skip_nonfinite=skip_nonfinite)
+                         overrides=overrides, skip_nonfinite=skip_nonfinite, **precision)
 
     def _state_names(self, hyperparameters=None, overrides=None):
         return ("square_avg", "acc_delta")
@@ -738,9 +866,9 @@ class Adamax(Optimizer):
     _defaults = dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False)
 
     def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
-                 *, overrides=None, skip_nonfinite=False):
+                 *, overrides=None, skip_nonfinite=False, **precision):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         maximize=maximize, overrides=overrides, skip_nonfinite=skip_nonfinite)
+                         maximize=maximize, overrides=overrides, skip_nonfinite=skip_nonfinite, **precision)
 
     def _state_names(self, hyperparameters=None, overrides=None):
         return ("exp_avg", "exp_inf")
@@ -768,11 +896,11 @@ class NAdam(Optimizer):
 
     def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False, *,
-                 overrides=None, skip_nonfinite=False):
+                 overrides=None, skip_nonfinite=False, **precision):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          momentum_decay=momentum_decay,
                          decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-                         overrides=overrides, skip_nonfinite=skip_nonfinite)
+                         overrides=overrides, skip_nonfinite=skip_nonfinite, **precision)
 
     def _state_names(self, hyperparameters=None, overrides=None):
         return ("exp_avg", "exp_avg_sq")
@@ -808,10 +936,10 @@ class RAdam(Optimizer):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decoupled_weight_decay=False, maximize=False, *, overrides=None,
-                 skip_nonfinite=False):
+                 skip_nonfinite=False, **precision):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-                         overrides=overrides, skip_nonfinite=skip_nonfinite)
+                         overrides=overrides, skip_nonfinite=skip_nonfinite, **precision)
 
     def _state_names(self, hyperparameters=None, overrides=None):
         return ("exp_avg", "exp_avg_sq")
@@ -843,9 +971,9 @@ class Lion(Optimizer):
     _special_checks = {"betas": _betas(True)}
 
     def __init__(self, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, overrides=None,
-                 skip_nonfinite=False):
+                 skip_nonfinite=False, **precision):
         super().__init__(lr=lr, betas=betas, weight_decay=weight_decay, overrides=overrides,
-                         skip_nonfinite=skip_nonfinite)
+                         skip_nonfinite=skip_nonfinite, **precision)
 
     def _state_names(self, hyperparameters=None, overrides=None):
         return ("exp_avg",)

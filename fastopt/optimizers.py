@@ -370,8 +370,21 @@ class Optimizer:
         return f"{type(self).__name__}({arguments})"
 
 
-def _validate(params, grads):
-    """Check the structure, types, dtypes and shapes of params and grads. Return snapshots of
+def _check_dtypes(key, p, g):
+    """The textbook classes' rule: a float32 or float64 parameter, its gradient of the same
+    dtype; TypeError naming the key otherwise."""
+    if p.dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"params[{key!r}] has dtype {p.dtype}; fastopt updates "
+                        f"{_DTYPE_NAMES} arrays in native byte order")
+    if g.dtype != p.dtype:
+        raise TypeError(f"grads[{key!r}] has dtype {g.dtype} but params[{key!r}] has dtype "
+                        f"{p.dtype}; convert the gradient (grads[{key!r}].astype("
+                        f"{p.dtype.name})) or the parameter")
+
+
+def _validate(params, grads, check_dtypes=_check_dtypes):
+    """Check the structure, types, dtypes (check_dtypes(key, param, grad) raises TypeError)
+    and shapes of params and grads. Return snapshots of
     both as plain dicts in params' key order, each value read once (params[key]), with NumPy
     scalars (the gradient of a 0-d parameter is often one) as 0-d arrays and gradients of other
     ndarray subclasses as plain ndarray views of the same memory."""
@@ -397,13 +410,7 @@ def _validate(params, grads):
             raise TypeError(f"grads[{key!r}] must be a numpy.ndarray, got {_describe(g)}")
         for name, value in ((f"params[{key!r}]", p), (f"grads[{key!r}]", g)):
             _reject_array_subclass(name, value)
-        if p.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(f"params[{key!r}] has dtype {p.dtype}; fastopt updates "
-                            f"{_DTYPE_NAMES} arrays in native byte order")
-        if g.dtype != p.dtype:
-            raise TypeError(f"grads[{key!r}] has dtype {g.dtype} but params[{key!r}] has dtype "
-                            f"{p.dtype}; convert the gradient (grads[{key!r}].astype("
-                            f"{p.dtype.name})) or the parameter")
+        check_dtypes(key, p, g)
         if g.shape != p.shape:
             raise ValueError(f"grads[{key!r}] has shape {g.shape} but params[{key!r}] has "
                              f"shape {p.shape}")
@@ -415,9 +422,9 @@ def _validate(params, grads):
     return params_read, grads_read
 
 
-def _check_state_fits(state, state_names, params):
+def _check_state_fits(state, state_names, params, state_dtype=lambda name, param: param.dtype):
     """ValueError unless state (None, or {state name: {key: array}}) has an array of each
-    parameter's shape and dtype for every key of params."""
+    parameter's shape, and of dtype state_dtype(name, param), for every key of params."""
     if state is None:
         return
     for key, param in params.items():
@@ -429,11 +436,11 @@ def _check_state_fits(state, state_names, params):
                     f"different set of parameters, call reset() first (it forgets the state "
                     f"and the step count) or use a new optimizer")
             array = state[name][key]
-            if array.shape != param.shape or array.dtype != param.dtype:
+            if array.shape != param.shape or array.dtype != state_dtype(name, param):
                 raise ValueError(
                     f"params[{key!r}] has shape {param.shape} and dtype {param.dtype}, but the "
                     f"optimizer state {name}[{key!r}] has shape {array.shape} and dtype "
-                    f"{array.dtype}")
+                    f"{array.dtype} (expected {state_dtype(name, param)})")
 
 
 def _computed_in(coefficient, dtype):
@@ -477,7 +484,7 @@ def _zeros_like_layout(array):
     return np.zeros(array.shape, dtype=array.dtype, order=order)
 
 
-def _load_state(state, state_names):
+def _load_state(state, state_names, dtypes=_SUPPORTED_DTYPES):
     if state is None:
         return None
     if not state_names:
@@ -497,10 +504,10 @@ def _load_state(state, state_names):
             raise ValueError("state_dict['state'] entries must all have the same keys")
         loaded[name] = {}
         for key, array in arrays.items():
-            if not isinstance(array, np.ndarray) or array.dtype not in _SUPPORTED_DTYPES:
-                raise TypeError(f"state_dict['state'][{name!r}][{key!r}] must be a "
-                                f"{_DTYPE_NAMES.replace(' and ', ' or ')} numpy.ndarray, got "
-                                f"{_describe(array)}")
+            if not isinstance(array, np.ndarray) or array.dtype not in dtypes:
+                names = " or ".join(dtype.name for dtype in dtypes)
+                raise TypeError(f"state_dict['state'][{name!r}][{key!r}] must be a {names} "
+                                f"numpy.ndarray, got {_describe(array)}")
             copy = _zeros_like_layout(array)
             copy[...] = array
             loaded[name][key] = copy

@@ -28,12 +28,79 @@ Options every class has:
 """
 import fnmatch
 import math
+import sys
 
 import numpy as np
 
 from . import sum_of_squares
 
 CLIP_EPSILON = 1e-6  # torch.nn.utils.clip_grad_norm_'s: clip = max_norm / (norm + 1e-6)
+
+
+# ---- low precision ------------------------------------------------------------------------------
+# A float16 or bfloat16 parameter (or gradient, or state array) is upcast to float32, the
+# float32 twin runs on the copies, and every array the step writes is rounded back once (or,
+# with a master copy, the parameter gets the rounded master). Rounding is to nearest even
+# (NumPy's and ml_dtypes' astype), or, for bfloat16, stochastic: the 16 bits dropped from the
+# float32 value plus 16 random bits, carried into the kept bits, then dropped. The random bits
+# of element e (its index in the array's flat order) of array a (0: the parameter, 1 + s: state
+# array s) of the key at position k in params, at step t, are random16(stream(seed, t, k, a),
+# e): the same on any thread split or SIMD path, and after a resume.
+
+def low_precision_dtypes():
+    """(numpy.float16, ml_dtypes.bfloat16): bfloat16 only if ml_dtypes has been imported (a
+    bfloat16 array cannot exist before)."""
+    ml_dtypes = sys.modules.get("ml_dtypes")
+    return (np.dtype(np.float16),) + ((np.dtype(ml_dtypes.bfloat16),) if ml_dtypes else ())
+
+
+MASK64 = 2**64 - 1
+
+
+def mix64(z):
+    """splitmix64's finaliser on a Python int, modulo 2**64."""
+    z = (z + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def stream(seed, step, key_index, array_index):
+    """The random stream number of one array of one key at one step."""
+    return mix64(mix64(mix64(mix64(seed) ^ step) ^ key_index) ^ array_index)
+
+
+def hash32(x):
+    """lowbias32 on a uint32 array (wrapping multiplications)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def random16(stream_number, elements):
+    """The 16 random bits (as uint32) of each element index in elements (uint64 array)."""
+    low, high = np.uint32(stream_number & 0xFFFFFFFF), np.uint32(stream_number >> 32)
+    with np.errstate(over="ignore"):
+        h = hash32(elements.astype(np.uint32) ^ low)
+        h = hash32(h ^ (elements >> np.uint64(32)).astype(np.uint32) ^ high)
+    return h & np.uint32(0xFFFF)
+
+
+def round_to(values, dtype, stochastic=False, stream_number=0, order="C"):
+    """float32 values rounded once to dtype: to nearest even, or (bfloat16, stochastic) with
+    the random bits of each element's index in the given flat order."""
+    if not stochastic or dtype != low_precision_dtypes()[-1] or dtype == np.float16:
+        return values.astype(dtype)
+    flat = np.ravel(values, order=order)
+    bits = flat.view(np.uint32)
+    with np.errstate(over="ignore"):
+        rounded = ((bits + random16(stream_number, np.arange(flat.size, dtype=np.uint64)))
+                   >> np.uint32(16)).astype(np.uint16)
+    nan = np.isnan(flat)
+    rounded[nan] = ((bits[nan] >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)
+    return rounded.view(dtype).reshape(values.shape, order=order)
 
 
 def flat_order(array):
@@ -80,10 +147,15 @@ class Optimizer:
 
     defaults = {}
 
-    def __init__(self, *, overrides=None, skip_nonfinite=False, **hyperparameters):
+    def __init__(self, *, overrides=None, skip_nonfinite=False, state_dtype=None,
+                 master_weights=False, rounding="nearest", seed=0, **hyperparameters):
         self.hyperparameters = {**self.defaults, **hyperparameters}
         self.overrides = dict(overrides or {})
         self.skip_nonfinite = skip_nonfinite
+        self.state_dtype = None if state_dtype is None else np.dtype(state_dtype)
+        self.master_weights = master_weights
+        self.stochastic = rounding == "stochastic"
+        self.seed = seed
         self.step = 0
         self.skipped_steps = 0
         self.state = None  # {state name: {key: array}}, created at the first step
@@ -115,17 +187,61 @@ class Optimizer:
         for h in per_key.values():
             h["lr"] = scheduled(h["lr"], step)
         if self.state is None:
-            names = self.state_names(keys)
-            self.state = {name: {key: np.full_like(params[key], self.initial_value(name, per_key[key]))
-                                 for key in keys} for name in names}
-        for key in keys:
+            names = self.state_names(keys) + (("master",) if self.master_weights else ())
+            self.state = {name: {} for name in names}
+            for key in keys:
+                p = params[key]
+                for name in names:
+                    value = p if name == "master" else self.initial_value(name, per_key[key])
+                    self.state[name][key] = np.full(p.shape, value, self.dtype_of(name, p),
+                                                    order=flat_order(p))
+        for index, key in enumerate(keys):
             h = per_key[key]
             key_scale = -scale if h.get("maximize", False) else scale
             p = params[key]
-            g = np.asarray(grads[key]) * key_scale
-            self.update_one(key, p, g, h, step)
+            if self.is_mixed(p, grads[key]):
+                self.update_mixed(index, key, p, grads[key], key_scale, h, step)
+            else:
+                g = np.asarray(grads[key]) * key_scale
+                self.update_one(key, p, g, h, step)
         self.step = step
         return norm
+
+    def dtype_of(self, name, p):
+        """A state array's dtype: float32 for the master copy; else state_dtype if set, float32
+        for a 16-bit parameter, the parameter's dtype otherwise."""
+        if name == "master":
+            return np.dtype(np.float32)
+        if self.state_dtype is not None:
+            return self.state_dtype
+        return np.dtype(np.float32) if p.dtype in low_precision_dtypes() else p.dtype
+
+    def is_mixed(self, p, g):
+        return (p.dtype in low_precision_dtypes() or np.asarray(g).dtype != p.dtype
+                or self.master_weights or self.state_dtype not in (None, p.dtype))
+
+    def update_mixed(self, index, key, p, g, scale, h, step):
+        """One key in float32: upcast, the float32 twin, every written array rounded once."""
+        order = flat_order(p)
+        storage = self.state
+        master = storage["master"][key] if self.master_weights else None
+        p32 = master if master is not None else p.astype(np.float32)
+        g32 = np.asarray(g).astype(np.float32) * scale
+        names = [name for name in storage if name != "master"]
+        self.state = {name: {key: storage[name][key].astype(np.float32)} for name in names}
+        try:
+            self.update_one(key, p32, g32, h, step)
+        finally:
+            work, self.state = self.state, storage
+        for array_index, name in enumerate(names, start=1):
+            target = storage[name][key]
+            if target.dtype != np.float32:
+                target[...] = round_to(work[name][key], target.dtype, self.stochastic,
+                                       stream(self.seed, step, index, array_index), order)
+            else:
+                target[...] = work[name][key]
+        p[...] = round_to(p32, p.dtype, self.stochastic, stream(self.seed, step, index, 0),
+                          order) if p.dtype != np.float32 else p32
 
     @staticmethod
     def l2(g, p, h):
@@ -401,4 +517,4 @@ OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, Adagrad, RMSprop, 
                                              NAdam, RAdam, Lion)}
 
 __all__ = [*OPTIMIZERS, "OPTIMIZERS", "hyperparameters_for", "pattern_matches",
-           "clip_coefficient"]
+           "clip_coefficient", "low_precision_dtypes", "round_to", "stream", "random16"]
