@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _kernels
 from .optimizers import (_MAX_STEP, _describe, _check_state_fits, _load_state, _overlap_error,
-                         _validate, flat_order)
+                         _raise_if_declined, _validate, flat_order)
 from .reference.optim import low_precision_dtypes
 from .reference.optim import RAdam as _RAdamTwin, clip_coefficient, pattern_matches
 
@@ -417,12 +417,7 @@ class Optimizer:
                                               grad_scale, max_grad_norm)
         finally:
             core.release()
-        if reason == _kernels.DECLINED_OVERLAP:
-            key = plan.keys[plan.declined_index]
-            raise _overlap_error(plan.written_name(plan.overlapping_index), f"grads[{key!r}]")
-        if reason != _kernels.STEP_RAN:
-            raise AssertionError(f"fastopt: a validated plan declined to run (reason "
-                                 f"{reason}); please report")
+        _raise_if_declined(plan, reason)
         return norm
 
     def _all_state_names(self):

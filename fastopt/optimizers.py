@@ -234,12 +234,7 @@ class Optimizer:
             reason = core.commit(plan, state, params, grads, coefficients, step)
         finally:
             core.release()
-        if reason == _kernels.DECLINED_OVERLAP:
-            key = plan.keys[plan.declined_index]
-            raise _overlap_error(plan.written_name(plan.overlapping_index), f"grads[{key!r}]")
-        if reason != _kernels.STEP_RAN:
-            raise AssertionError(f"fastopt: a validated plan declined to run (reason "
-                                 f"{reason}); please report")
+        _raise_if_declined(plan, reason)
 
     def _coefficients(self, step):
         raise NotImplementedError
@@ -463,6 +458,18 @@ def _reject_array_subclass(name, value):
     if isinstance(value, np.matrix):
         raise TypeError(f"{name} is a numpy.matrix, whose * is a matrix product, so the "
                         f"textbook's formulas give other numbers; pass numpy.asarray({name})")
+
+
+def _raise_if_declined(plan, reason):
+    """After a validated plan ran (or not): nothing if it ran; ValueError naming the arrays if a
+    gradient shares memory with what the step writes (the one thing only the plan checks);
+    AssertionError for any other reason, which validation should have made impossible."""
+    if reason == _kernels.DECLINED_OVERLAP:
+        key = plan.keys[plan.declined_index]
+        raise _overlap_error(plan.written_name(plan.overlapping_index), f"grads[{key!r}]")
+    if reason != _kernels.STEP_RAN:
+        raise AssertionError(f"fastopt: a validated plan declined to run (reason {reason}); "
+                             f"please report")
 
 
 def _overlap_error(first, second):
