@@ -1,7 +1,8 @@
 """fastopt.optim against its NumPy twins (fastopt.reference.optim), bit for bit: every class x
 option combination x dtype x shape family x SIMD path x thread split, with per-key overrides,
 lr schedules, grad_scale, clipping and skipped steps."""
-import itertools
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +12,9 @@ from fastopt import optim
 from fastopt.reference import optim as twins
 from fastopt.testing import assert_dict_bitwise_equal
 
+# The shared helpers of test_optimizers.py, also under --import-mode=importlib (the wheel checks
+# and cibuildwheel), where the tests folder is not on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_optimizers import copy_params, make_grads, make_params, thread_settings
 
 DTYPES = [np.float32, np.float64]

@@ -2,7 +2,9 @@
 computed in float32, master weights, stochastic rounding; bit for bit against the twins
 (fastopt.reference.optim) on every SIMD path and thread split, plus the properties the twins
 cannot show (unbiased stochastic rounding, the seed matters) and agreement with torch."""
+import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from fastopt import optim
 from fastopt.reference import optim as twins
 from fastopt.testing import assert_dict_bitwise_equal
 
+# The shared helpers of test_optimizers.py, also under --import-mode=importlib (the wheel checks
+# and cibuildwheel), where the tests folder is not on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_optimizers import make_params, thread_settings
 
 ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 needs the ml_dtypes extra "
