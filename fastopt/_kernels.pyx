@@ -149,6 +149,7 @@ def _learn_dtype_rows():
 
 
 _learn_dtype_rows()
+_FLOAT32_ROW, _FLOAT64_ROW = DTYPE_NAMES.index("float32"), DTYPE_NAMES.index("float64")
 
 
 def dtype_row(dtype):
@@ -670,6 +671,16 @@ cdef class Plan:
             for s in range(self.n_states):
                 self.state_dtypes[s * n + i] = _dtype_row(<cnp.ndarray>self.states[i][s])
                 mixed |= self.state_dtypes[s * n + i] != self.dtypes[i]
+            # The kernels trust these: a float64 tensor runs the float64 loop on float64
+            # gradient and state; every other one the mixed runner, which reads 16-bit and
+            # float32 arrays only; a master copy is float32.
+            rows = [self.grad_dtypes[i]] + [self.state_dtypes[s * n + i]
+                                            for s in range(self.n_states)]
+            if (self.dtypes[i] == _FLOAT64_ROW) != all(row == _FLOAT64_ROW for row in rows) or \
+                    (self.dtypes[i] != _FLOAT64_ROW and _FLOAT64_ROW in rows) or \
+                    (master and rows[len(rows) - 1] != _FLOAT32_ROW):
+                raise TypeError(f"{self.keys[i]!r}: gradient and state dtypes do not fit a "
+                                f"{DTYPE_NAMES[self.dtypes[i]]} parameter")
         if mixed:
             self.plan.mixed = 1
             self.plan.grad_dtype = self.grad_dtypes

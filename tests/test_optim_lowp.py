@@ -243,3 +243,20 @@ def test_bfloat16_adamw_agrees_with_torch_to_one_ulp():
     ours = params["w"].view(np.uint16).astype(np.int32)
     theirs = tensor.detach().numpy().astype(BF16).view(np.uint16).astype(np.int32)
     assert np.max(np.abs(ours - theirs)) <= 1
+
+
+def test_the_plan_refuses_dtypes_the_kernels_cannot_read():
+    """The kernels trust the plan: a float64 parameter with float32 state, a float32 one with
+    float64 state, or a master copy that is not float32 is refused where the plan is built."""
+    from fastopt import _kernels
+    f64 = np.dtype(np.float64)
+    cases = [(np.zeros(4), (np.zeros(4, F32),) * 2, None, False),
+             (np.zeros(4, F32), (np.zeros(4), np.zeros(4, F32)), None, False),
+             (np.zeros(4, BF16), (np.zeros(4, F32), np.zeros(4, F32), np.zeros(4, BF16)),
+              None, True),
+             (np.zeros(4, F32), (np.zeros(4, F32),) * 2, (f64,), False)]
+    for param, states, grad_dtypes, master in cases:
+        with pytest.raises(TypeError, match="gradient and state dtypes do not fit"):
+            _kernels.Plan("optim_adam", ("w",), [param], [states],
+                          tuple(f"s{i}" for i in range(len(states))), (0,),
+                          grad_dtypes or (param.dtype,), master)
