@@ -1095,10 +1095,12 @@ def update_groups(optimizer, params, grads, grad_scale=None, max_grad_norm=None)
     """Apply one step to every array in params, in place; return the global gradient norm
     (a Python float) when it was computed (max_grad_norm or skip_nonfinite), else None.
 
-    params: dict of name -> writeable float32 or float64 numpy.ndarray (native byte order, any
-    shape and layout), updated in place. grads: dict with the same names -> arrays of the same
-    shape and dtype, never modified. The first update() creates the state for exactly these
-    keys (reset() to change them).
+    params: dict of name -> writeable float32, float64, float16 or bfloat16 (ml_dtypes)
+    numpy.ndarray (native byte order, any shape and layout), updated in place. grads: dict with
+    the same names -> arrays of the same shape and of the parameter's dtype (or float16 or
+    bfloat16 for a float32 parameter), never modified. The first update() creates the state for
+    exactly these keys (reset() to change them). 16-bit values are computed in float32 and
+    rounded once when stored (see the optimizer's rounding, state_dtype and master_weights).
     grad_scale: None, or a finite number every gradient is multiplied by before anything else
       (e.g. 1/loss_scale); the norm is that of the scaled gradients.
     max_grad_norm: None, or a number > 0: the gradients (scaled) are also multiplied by

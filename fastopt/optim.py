@@ -15,6 +15,13 @@ optax.lion's rule with the arguments (lr, betas, weight_decay). Every class also
 - lr: a number, or a callable of the step number (1, 2, ...) returning one (fastopt.schedules).
 - skip_nonfinite: if True, a step whose gradients hold a NaN or infinity changes nothing but
   opt.skipped_steps.
+- Low precision: parameters may be float16 or bfloat16 (ml_dtypes), computed in float32 and
+  rounded once per stored value; state_dtype=None (float32 state for 16-bit parameters, the
+  parameter's dtype otherwise) or bfloat16; master_weights=False (True: a float32 "master"
+  copy of every parameter in the state, the caller's array gets its rounded value);
+  rounding="nearest" (ties to even) or "stochastic" (bfloat16 only) with seed=0 (an integer
+  in [0, 2**64): the random bits hash (seed, step, key position, array, element index), the
+  same for any thread count, SIMD path and after a resume).
 update(params, grads, grad_scale=None, max_grad_norm=None) fuses gradient scaling and clipping
 into the step (the gradients are never modified) and returns the global norm when it computed
 one. The exact order of operations is that of the NumPy twins in fastopt.reference.optim, which
