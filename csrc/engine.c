@@ -307,6 +307,22 @@ static void run_range(const fo_step_kernels *step, const fastopt_plan *plan, int
                       int64_t end)
 {
     int64_t first, last;
+    if (!plan->group && !plan->mixed) { /* the textbook classes: one kernel, one dtype per tensor */
+        const fastopt_loop_fn *loops = step->loops[step->kernels[0]];
+        for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && plan->offset[t] < end;
+             ++t) {
+            if (!tensor_piece(plan, t, begin, end, &first, &last))
+                continue;
+            const int dtype = plan->dtype[t];
+            const size_t skip = (size_t)first * item_size(dtype);
+            void *state[FASTOPT_MAX_STATES];
+            for (int s = 0; s < plan->n_states; ++s)
+                state[s] = (char *)plan->state[s * plan->n_tensors + t] + skip;
+            loops[dtype](last - first, (char *)plan->param[t] + skip,
+                         (const char *)plan->grad[t] + skip, state, step->coefficients);
+        }
+        return;
+    }
     for (int64_t t = tensor_at(plan, begin); t < plan->n_tensors && plan->offset[t] < end; ++t) {
         if (!tensor_piece(plan, t, begin, end, &first, &last))
             continue;
