@@ -276,9 +276,7 @@ class Optimizer(torch.optim.Optimizer):
                 reason, _ = core.commit_groups(layout.plan, None, layout,
                                                dict(enumerate(layout.arrays)),
                                                dict(enumerate(views)), step, None, None)
-                if reason != _kernels.STEP_RAN:
-                    raise AssertionError(f"fastopt.torch: a validated plan declined to run "
-                                         f"(reason {reason}); please report")
+                _raise_if_declined(layout, reason)  # (only the first can: see _probe)
                 self._commit(layout, mu)
         finally:
             core.release()
@@ -308,13 +306,7 @@ class Optimizer(torch.optim.Optimizer):
                                             dict(enumerate(views)), 1, None, None)
         finally:
             probe.release()
-        if reason == _kernels.DECLINED_OVERLAP:
-            where = layout.where[layout.plan.declined_index]
-            raise _overlap_error(layout.plan.written_name(layout.plan.overlapping_index),
-                                 f"the gradient of {where}")
-        if reason != _kernels.STEP_RAN:
-            raise AssertionError(f"fastopt.torch: a validated plan declined to bind (reason "
-                                 f"{reason}); please report")
+        _raise_if_declined(layout, reason)
         return layout.norm
 
     def _coefficients(self, layout, instances, step, scale):
@@ -811,6 +803,20 @@ class Lion(Optimizer):
                  **fastopt_options):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay),
                          **fastopt_options)
+
+
+def _raise_if_declined(layout, reason):
+    """Nothing if layout's plan ran (or bound) its gradients; else the error, nothing having
+    been written: a gradient that shares memory with what the step writes (the one thing only
+    the plan checks), or an AssertionError for what validation should have made impossible."""
+    plan = layout.plan
+    if reason == _kernels.DECLINED_OVERLAP:
+        written = plan.written_name(plan.overlapping_index)
+        raise _overlap_error(Optimizer._rename(layout, written),
+                             f"the gradient of {layout.where[plan.declined_index]}")
+    if reason != _kernels.STEP_RAN:
+        raise AssertionError(f"fastopt.torch: a validated plan declined to run (reason "
+                             f"{reason}); please report")
 
 
 class _Layout:
