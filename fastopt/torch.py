@@ -58,7 +58,11 @@ OPTIMIZERS = {}
 
 _TORCH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _LOW = (torch.bfloat16, torch.float16)
-_TORCH_ONLY = ("foreach", "fused", "capturable", "differentiable", "decoupled_weight_decay")
+# The param-group entries a step reads: fastopt.optim's hyperparameters and torch's flags.
+_CHECKED = ("lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov",
+            "lr_decay", "initial_accumulator_value", "alpha", "rho", "momentum_decay",
+            "amsgrad", "maximize", "centered", "decoupled_weight_decay", "capturable",
+            "differentiable")
 
 
 def _bfloat16():
@@ -82,6 +86,13 @@ def _torch_dtype(dtype):
         return None
     return {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
             np.dtype(np.float16): torch.float16}.get(np.dtype(dtype), torch.bfloat16)
+
+
+def _mutable(value):
+    """Can value change without being replaced (a tensor, a list, a tuple holding a tensor)?"""
+    if isinstance(value, tuple):
+        return any(isinstance(v, torch.Tensor) for v in value)
+    return isinstance(value, (torch.Tensor, list))
 
 
 def _view(tensor):
@@ -151,7 +162,7 @@ class Optimizer(torch.optim.Optimizer):
         precision = _optim._check_precision(state_dtype, master_weights, rounding, seed)
         return {"precision": precision,
                 "skip_nonfinite": _optim._flag("skip_nonfinite", skip_nonfinite),
-                "skipped": 0, "steps": 0, "prepared": None, "families": {},
+                "skipped": 0, "steps": 0, "prepared": None, "families": {}, "seen": {},
                 "core": _kernels.Core(), "probe": _kernels.Core()}
 
     # ---- hyperparameters -----------------------------------------------------------------------
@@ -164,6 +175,22 @@ class Optimizer(torch.optim.Optimizer):
         group's step uses."""
         family = self._family_for(group)
         names = family._defaults
+        # Between steps a group's values are usually the very same objects: then so is the
+        # answer. (A tensor value may change in place, so it is always read again.)
+        seen = self._fastopt["seen"].get(index)
+        if seen is not None and seen[0] is group and seen[1] is family:
+            for name, value in zip(_CHECKED, seen[2]):
+                if group.get(name) is not value:
+                    break
+            else:
+                return seen[3]
+        instance = self._family_by_value(index, group, family, names)
+        raw = tuple(group.get(name) for name in _CHECKED)
+        if not any(map(_mutable, raw)):
+            self._fastopt["seen"][index] = (group, family, raw, instance)
+        return instance
+
+    def _family_by_value(self, index, group, family, names):
         try:
             values = tuple(_float(group[name]) for name in names)
         except KeyError as error:
@@ -273,8 +300,7 @@ class Optimizer(torch.optim.Optimizer):
         try:
             for layout, views, (kernels, coefficients, mu) in zip(layouts, grad_views, runs):
                 layout.run = (kernels, coefficients)
-                reason, _ = core.commit_groups(layout.plan, None, layout,
-                                               dict(enumerate(layout.arrays)),
+                reason, _ = core.commit_groups(layout.plan, None, layout, layout.params_dict,
                                                dict(enumerate(views)), step, None, None)
                 _raise_if_declined(layout, reason)  # (only the first can: see _probe)
                 self._commit(layout, mu)
@@ -302,18 +328,24 @@ class Optimizer(torch.optim.Optimizer):
         probe.hold()
         try:
             reason, _ = probe.commit_groups(layout.plan, None, _NormPass(layout),
-                                            dict(enumerate(layout.arrays)),
-                                            dict(enumerate(views)), 1, None, None)
+                                            layout.params_dict, dict(enumerate(views)), 1, None,
+                                            None)
         finally:
             probe.release()
         _raise_if_declined(layout, reason)
         return layout.norm
 
     def _coefficients(self, layout, instances, step, scale):
-        """(per engine group kernel id, coefficients; NAdam's new mu_product per parameter)."""
+        """(per engine group kernel id, coefficients; NAdam's new mu_product per parameter).
+        Parameters that entered the layout with the same param group, step count (and
+        mu_product) step together from then on, so each engine group's first parameter speaks
+        for all of it."""
         kernels, coefficients, new_mu = [], [], []
-        for signature in layout.signatures:
-            group, taken, mu = signature
+        for group, first in zip(layout.signature_groups, layout.first_positions):
+            taken = layout.steps[first]
+            if not self._state_step:
+                taken = min(taken, 1.0)  # SGD: only the first step differs
+            mu = float(layout.mu[first]) if layout.mu is not None else None
             instance = instances[group]
             h = instance._hyperparameters
             kernel, values, mu = instance._group_step(h, h["lr"], int(taken) + 1, scale, mu)
@@ -355,9 +387,6 @@ class Optimizer(torch.optim.Optimizer):
             for group in layout.groups:
                 if self._state_names(instances[group]) != layout.names:
                     return False
-            partition, layout.signatures = self._partition(layout, instances)
-            if partition != layout.partition:
-                return False
         return True
 
     def _partition(self, layout, instances):
@@ -540,7 +569,10 @@ class Optimizer(torch.optim.Optimizer):
         else:
             layout.steps = steps
         layout.pending = pending
-        layout.partition, layout.signatures = self._partition(layout, instances)
+        layout.partition, signatures = self._partition(layout, instances)
+        layout.signature_groups = [signature[0] for signature in signatures]
+        layout.first_positions = [layout.partition.index(g) for g in range(len(signatures))]
+        layout.params_dict = dict(enumerate(layout.arrays))
         keys = tuple(range(n))
         first = instances[layout.group_index[0]]
         kernel = first._plan_kernel(len(first._state_names()))
@@ -843,7 +875,9 @@ class _Layout:
         self.mu_buffer = self.mu_views = None
         self.pending = []       # (parameter, {name: tensor}) to store after the first step
         self.partition = None   # per parameter its engine group (the plan's groups)
-        self.signatures = ()    # per engine group: (param group, steps taken, mu_product)
+        self.signature_groups = ()  # per engine group: its param group
+        self.first_positions = ()   # per engine group: its first parameter
+        self.params_dict = None     # {position: NumPy view}, what the plan binds
         self.norm = None        # the reduction pass's result (_NormPass)
         self.run = None         # this step's (kernels, coefficients) per engine group
 
