@@ -66,6 +66,11 @@ _CHECKED = ("lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nest
 
 
 def _bfloat16():
+    """ml_dtypes' bfloat16 (imported on first use: a bfloat16 tensor's NumPy view needs it)."""
+    try:
+        import ml_dtypes  # noqa: F401
+    except ImportError:
+        pass
     dtypes = low_precision_dtypes()
     if len(dtypes) < 2:
         raise TypeError("bfloat16 tensors need ml_dtypes for their NumPy view: "

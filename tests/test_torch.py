@@ -578,3 +578,13 @@ def test_threads_and_simd_paths_do_not_change_the_bits(simd):
     assert_bit_equal(results[0], run_optim("AdamW", {}, params, grads))
     assert_bit_equal(results[1], results[0])
     assert_bit_equal(results[2], results[0])
+
+
+def test_bfloat16_tensors_need_no_prior_ml_dtypes_import():
+    pytest.importorskip("ml_dtypes", reason="bfloat16 needs the ml_dtypes extra")
+    code = ("import sys, torch, fastopt.torch as ft\n"
+            "assert 'ml_dtypes' not in sys.modules\n"
+            "p = torch.ones(3, dtype=torch.bfloat16, requires_grad=True)\n"
+            "opt = ft.SGD([p], lr=0.5); p.grad = torch.ones(3, dtype=torch.bfloat16)\n"
+            "opt.step(); assert p.tolist() == [0.5, 0.5, 0.5], p\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
