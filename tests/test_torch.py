@@ -30,33 +30,9 @@ import fastopt  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
 from fastopt import optim  # noqa: E402
 from test_optimizers import thread_settings  # noqa: E402
+# dtype, float64: fixtures that also set torch's default dtype (its step counts' dtype)
 from test_optim_torch import (TOLERANCE, TORCH_CASES, assert_params_close,  # noqa: E402
-                              make_problem, run_torch)
-
-TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
-
-
-@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
-def dtype(request):
-    """The arrays' dtype, with torch's default dtype set to match (torch keeps step counts and
-    NAdam's mu_product in its default dtype)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(TORCH_DTYPE[request.param])
-    try:
-        yield request.param
-    finally:
-        torch.set_default_dtype(previous)
-
-
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield np.float64
-    finally:
-        torch.set_default_dtype(previous)
-
+                              dtype, float64, make_problem, run_torch)
 
 def with_transposed(params, grads, dtype):
     """Add a Fortran-ordered (transposed) parameter to a problem."""
