@@ -183,6 +183,9 @@ def to_array(tensor, like):
                          ids=[f"{p}-{g}-{o}" for p, g, o in LOW_CONFIGURATIONS])
 def test_low_precision_bit_for_bit_with_fastopt_optim(name, kwargs, param_dtype, grad_dtype,
                                                       options):
+    if param_dtype != grad_dtype and not hasattr(torch.Tensor, "grad_dtype"):
+        pytest.skip("this torch cannot give a parameter a gradient of another dtype "
+                    "(Tensor.grad_dtype)")
     params, grads = low_problem(param_dtype, grad_dtype, steps=12)
     tensors = {}
     for key, value in params.items():
