@@ -467,9 +467,17 @@ def test_autograd_sees_the_in_place_update():
         y.backward()
 
 
-def test_import_fastopt_does_not_import_torch():
-    code = "import sys, fastopt, fastopt.optim; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+def run_python(code, folder):
+    """Run code in a fresh interpreter from folder (not the source tree, whose unbuilt fastopt/
+    would shadow the installed one), importing the fastopt these tests import."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastopt.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [root, os.environ.get("PYTHONPATH")])))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=folder, env=env)
+
+
+def test_import_fastopt_does_not_import_torch(tmp_path):
+    run_python("import sys, fastopt, fastopt.optim; assert 'torch' not in sys.modules", tmp_path)
 
 
 # ---- 4. errors -------------------------------------------------------------------------------
@@ -559,11 +567,11 @@ def test_threads_and_simd_paths_do_not_change_the_bits(simd):
     assert_bit_equal(results[2], results[0])
 
 
-def test_bfloat16_tensors_need_no_prior_ml_dtypes_import():
+def test_bfloat16_tensors_need_no_prior_ml_dtypes_import(tmp_path):
     pytest.importorskip("ml_dtypes", reason="bfloat16 needs the ml_dtypes extra")
     code = ("import sys, torch, fastopt.torch as ft\n"
             "assert 'ml_dtypes' not in sys.modules\n"
             "p = torch.ones(3, dtype=torch.bfloat16, requires_grad=True)\n"
             "opt = ft.SGD([p], lr=0.5); p.grad = torch.ones(3, dtype=torch.bfloat16)\n"
             "opt.step(); assert p.tolist() == [0.5, 0.5, 0.5], p\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    run_python(code, tmp_path)
